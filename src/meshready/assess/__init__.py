@@ -1,0 +1,1 @@
+"""Assessment: requests + host facts -> a report. Pure and deterministic."""

@@ -1,0 +1,237 @@
+"""Requests + host facts -> Report."""
+
+from __future__ import annotations
+
+from meshready.assess.report import KernelInfo, ModuleReport, Report, State, UnresolvedRequest
+from meshready.assess.resolve import close_over, knowledge_index, resolve_request
+from meshready.host.facts import HostFacts
+from meshready.host.modindex import ModuleIndex
+from meshready.knowledge.modules import known_modules, module_symbol
+from meshready.knowledge.renames import parse_kernel_version
+from meshready.knowledge.requests import Backend, Need
+
+
+def index_for(facts: HostFacts) -> ModuleIndex:
+    if facts.index is not None:
+        return facts.index
+    return knowledge_index(parse_kernel_version(facts.release or ""))
+
+
+def assess(
+    needs: list[Need],
+    facts: HostFacts,
+    backend: Backend,
+    profile: str | None = None,
+    rules: tuple[str, ...] = (),
+) -> Report:
+    index = index_for(facts)
+    direct: list[str] = []
+    requests_of: dict[str, list[str]] = {}
+    reasons: dict[str, list[str]] = {}
+    unresolved: list[UnresolvedRequest] = []
+    by_binary: set[str] = set()
+    for need in needs:
+        res = resolve_request(need.request, index)
+        if not res.modules:
+            unresolved.append(
+                UnresolvedRequest(
+                    need.request.name, need.reasons, _unresolved_detail(need.request.name, facts)
+                )
+            )
+            continue
+        for module in res.modules:
+            if module not in direct:
+                direct.append(module)
+            _extend(requests_of.setdefault(module, []), [need.request.name])
+            _extend(reasons.setdefault(module, []), list(need.reasons))
+            if need.request.by_binary:
+                by_binary.add(module)
+
+    closure = close_over(direct, index)
+    builtin_reason = _builtin_evidence(facts, index)
+    states = {name: _state(name, facts, index, builtin_reason) for name in closure.order}
+    modules: list[ModuleReport] = []
+    for name in closure.order:
+        state, detail = states[name]
+        if (
+            facts.index is None
+            and name not in direct
+            and not state.ok
+            and _dependents_ok(name, closure.order, index, states)
+        ):
+            # Built-in knowledge lists dependencies of a typical kernel; when every module that
+            # needs this one is already there, this kernel does not need it (e.g. no libcrc32c
+            # on 6.14+, where nf_conntrack uses the crc32c library directly).
+            continue
+        needed_by = tuple(reasons.get(name, [])) + tuple(closure.why.get(name, []))
+        if name in by_binary and not state.ok:
+            detail += (
+                " — only the iptables binary loads it (never the kernel), and that fails "
+                "inside a pod: it must be loaded on the node"
+            )
+        modules.append(
+            ModuleReport(
+                name=name,
+                state=state,
+                direct=name in direct,
+                requests=tuple(requests_of.get(name, [])),
+                needed_by=needed_by,
+                detail=detail,
+                config=module_symbol(name),
+                path=index.paths.get(name) if facts.index is not None else None,
+            )
+        )
+
+    load_order = tuple(m.name for m in modules if m.state is State.LOADABLE)
+    ready = all(m.state.ok for m in modules) and not unresolved
+    report = Report(
+        ready=ready,
+        summary=_summary(ready, modules, unresolved),
+        backend=backend.value,
+        profile=profile,
+        rules=rules,
+        kernel=KernelInfo(
+            release=facts.release,
+            arch=facts.arch,
+            source=facts.source,
+            module_support=facts.module_support,
+            modprobe=facts.modprobe_path,
+            modules_disabled=facts.modules_disabled,
+            index=facts.index.directory if facts.index else None,
+            config=facts.config.source if facts.config else None,
+        ),
+        modules=tuple(modules),
+        load_order=load_order,
+        unresolved=tuple(unresolved),
+        notes=tuple(_notes(facts, modules, load_order)),
+    )
+    return report
+
+
+def _dependents_ok(
+    name: str, order: list[str], index: ModuleIndex, states: dict[str, tuple[State, str]]
+) -> bool:
+    dependents = [m for m in order if name in index.deps.get(m, ())]
+    return bool(dependents) and all(states[m][0].ok for m in dependents)
+
+
+def _extend(target: list[str], items: list[str]) -> None:
+    for item in items:
+        if item not in target:
+            target.append(item)
+
+
+def _builtin_evidence(facts: HostFacts, index: ModuleIndex) -> dict[str, str]:
+    """module -> why it is known to be built in, from evidence other than modules.builtin."""
+    evidence: dict[str, str] = {}
+    loaded = facts.loaded
+    if loaded is not None and facts.index is None:
+        # A loaded module whose dependency is not loaded can only have it built in.
+        for module in sorted(loaded.names):
+            for dep in index.deps.get(module, ()):
+                if dep not in loaded.names and dep not in evidence:
+                    evidence[dep] = f"{module} is loaded and needs {dep}, which is not listed"
+        # Modules built from the same Kconfig symbol share its state (x_tables and xt_tcpudp).
+        for dep, why in list(evidence.items()):
+            info = known_modules().get(dep)
+            if info is None:
+                continue
+            for other in known_modules().values():
+                if other.symbol == info.symbol and other.name not in evidence:
+                    evidence[other.name] = f"built from CONFIG_{info.symbol} like {dep} ({why})"
+    return evidence
+
+
+def _state(
+    name: str, facts: HostFacts, index: ModuleIndex, builtin_evidence: dict[str, str]
+) -> tuple[State, str]:
+    if facts.loaded is not None and name in facts.loaded.names:
+        return State.LOADED, "loaded"
+    if facts.index is not None and name in facts.index.builtin:
+        return State.BUILTIN, "built into the kernel (modules.builtin)"
+    symbol = module_symbol(name)
+    config_state = facts.config.state(symbol) if facts.config and symbol else None
+    if config_state == "y":
+        return State.BUILTIN, f"built into the kernel ({symbol}=y)"
+    if name in builtin_evidence:
+        return State.BUILTIN, f"built into the kernel (inferred: {builtin_evidence[name]})"
+    if facts.module_support is False:
+        if facts.config is not None:
+            return (
+                State.ABSENT,
+                f"not in this kernel ({symbol or name} is not set, no module support)",
+            )
+        if facts.sysfs_modules is not None and name in facts.sysfs_modules:
+            return State.BUILTIN, "built into the kernel (/sys/module)"
+        return State.UNKNOWN, "kernel without module support and no config to tell what is built in"
+    if facts.live and facts.sysfs_modules is not None and name in facts.sysfs_modules:
+        return State.BUILTIN, "built into the kernel (/sys/module, not in /proc/modules)"
+    if facts.index is not None:
+        if facts.index.has(name):
+            return State.LOADABLE, f"not loaded; on disk ({facts.index.paths.get(name, name)})"
+        if config_state is None and facts.config is not None and symbol:
+            return State.ABSENT, f"not in this kernel ({symbol} is not set)"
+        return State.ABSENT, "not in this kernel's module tree (modules.dep)"
+    if config_state == "m":
+        return State.LOADABLE, f"not loaded; built as a module ({symbol}=m, file not checked)"
+    if facts.config is not None and symbol:
+        return State.ABSENT, f"not in this kernel ({symbol} is not set)"
+    return State.UNKNOWN, (
+        "not loaded; whether this kernel has it as a module is unknown "
+        "without its module tree (--modules-dir) or config (--kernel-config)"
+    )
+
+
+def _unresolved_detail(request: str, facts: HostFacts) -> str:
+    if facts.index is None:
+        return (
+            "no module known to answer this request (give --modules-dir for the kernel's own data)"
+        )
+    return "no module, alias or built-in answers this request on this kernel"
+
+
+def _summary(ready: bool, modules: list[ModuleReport], unresolved: list[UnresolvedRequest]) -> str:
+    if ready:
+        return f"ready: all {len(modules)} needed modules are loaded or built in"
+    parts = []
+    for state in (State.LOADABLE, State.ABSENT, State.UNKNOWN):
+        names = [m.name for m in modules if m.state is state]
+        if names:
+            label = {"loadable": "not loaded", "absent": "absent", "unknown": "unknown"}[
+                state.value
+            ]
+            parts.append(f"{len(names)} {label} ({', '.join(names)})")
+    if unresolved:
+        parts.append(
+            f"{len(unresolved)} request(s) nothing answers "
+            f"({', '.join(u.request for u in unresolved)})"
+        )
+    return "not ready: " + "; ".join(parts)
+
+
+def _notes(facts: HostFacts, modules: list[ModuleReport], load_order: tuple[str, ...]) -> list[str]:
+    notes: list[str] = []
+    builtin = [m.name for m in modules if m.state is State.BUILTIN]
+    if builtin:
+        notes.append(
+            f"built in, nothing to load ({', '.join(builtin)}); modprobe answers 'not found' for "
+            "a built-in name in some versions, which is harmless"
+        )
+    if load_order:
+        notes.append(
+            f"to fix: meshready fix (loads, in order: {' '.join(load_order)}; and writes "
+            "/etc/modules-load.d/meshready.conf so they load at boot)"
+        )
+    if facts.modules_disabled:
+        notes.append("kernel.modules_disabled=1: no module can be loaded until reboot")
+    if (
+        facts.loaded is not None
+        and facts.index is None
+        and facts.config is None
+        and any(m.state is State.UNKNOWN for m in modules)
+    ):
+        notes.append(
+            "offline without a module tree: give --modules-dir (and --kernel-config) to "
+            "tell loadable from absent"
+        )
+    return notes

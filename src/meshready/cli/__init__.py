@@ -1,0 +1,1 @@
+"""Command-line front end (``meshready`` and the kubectl plugin ``kubectl-meshready``)."""

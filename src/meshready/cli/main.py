@@ -1,0 +1,70 @@
+"""Entry point: the click group, with errors turned into one line and an exit code."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from meshready import __version__
+from meshready.cli.check import check
+from meshready.cli.needs import needs, profiles
+from meshready.errors import MeshreadyError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="meshready")
+def cli() -> None:
+    """Make Kubernetes nodes ready for service-mesh traffic interception.
+
+    Exit codes: 0 ready / nothing wrong, 1 not ready / problem found, 2 bad input or usage.
+    """
+
+
+cli.add_command(check)
+cli.add_command(needs)
+cli.add_command(profiles)
+
+
+def _register_optional() -> None:
+    # Commands contributed by other front-end modules register themselves here.
+    from meshready.cli import registry
+
+    for command in registry.commands():
+        cli.add_command(command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    _register_optional()
+    try:
+        result = cli.main(args=argv, prog_name=_prog_name(), standalone_mode=False)
+    except MeshreadyError as exc:
+        click.echo(f"meshready: error: {exc.one_line()}", err=True)
+        return exc.exit_code
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        return 2
+    except click.exceptions.Abort:
+        click.echo("meshready: aborted", err=True)
+        return 2
+    except KeyboardInterrupt:
+        click.echo("meshready: interrupted", err=True)
+        return 130
+    except BrokenPipeError:
+        return 0
+    return result if isinstance(result, int) else 0
+
+
+def _prog_name() -> str:
+    name = sys.argv[0].rsplit("/", 1)[-1]
+    return "kubectl meshready" if name.startswith("kubectl-") else "meshready"
+
+
+def run() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

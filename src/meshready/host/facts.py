@@ -1,0 +1,120 @@
+"""HostFacts: everything assessment needs to know about one kernel, from one of three sources."""
+
+from __future__ import annotations
+
+import os
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+
+from meshready.errors import InputError
+from meshready.host.kconfig import KernelConfig, find_config, read_config_file
+from meshready.host.loaded import LoadedModules, parse_lsmod, parse_proc_modules
+from meshready.host.modindex import ModuleIndex, find_modules_dir, load_index
+from meshready.host.root import HostRoot
+
+
+@dataclass(frozen=True)
+class HostFacts:
+    source: str  # "live", "host-root:/host", "offline"
+    release: str | None
+    arch: str | None
+    loaded: LoadedModules | None  # None: not known (offline without lsmod)
+    index: ModuleIndex | None
+    config: KernelConfig | None
+    # False: the kernel has no loadable module support (no /proc/modules, CONFIG_MODULES unset)
+    module_support: bool | None
+    sysfs_modules: frozenset[str] | None = None
+    modprobe_path: str | None = None  # /proc/sys/kernel/modprobe: the helper the kernel runs
+    modules_disabled: bool | None = None  # /proc/sys/kernel/modules_disabled
+
+    @property
+    def live(self) -> bool:
+        return self.source != "offline"
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+
+
+def running_release(root: HostRoot) -> str:
+    text = _read_text(root.path("/proc/sys/kernel/osrelease"))
+    return text.strip() if text else os.uname().release
+
+
+def gather_live(root: HostRoot | None = None, modules_dir: Path | None = None) -> HostFacts:
+    """The running kernel, with the module tree and config from ``root`` (``/`` on the node)."""
+    root = root or HostRoot()
+    release = running_release(root)
+    proc_modules = root.path("/proc/modules")
+    text = _read_text(proc_modules)
+    loaded = parse_proc_modules(text, str(proc_modules)) if text is not None else None
+    module_support: bool | None = text is not None
+
+    index: ModuleIndex | None = None
+    if modules_dir is not None:
+        index = load_index(find_modules_dir(modules_dir, release))
+    else:
+        for base in ("/lib/modules", "/usr/lib/modules"):
+            candidate = root.path(f"{base}/{release}")
+            if (candidate / "modules.dep").is_file():
+                index = load_index(candidate)
+                break
+
+    config_path = find_config(root, release)
+    config = read_config_file(config_path) if config_path else None
+    if config is not None and text is None:
+        module_support = config.modules_supported
+
+    sys_module = root.path("/sys/module")
+    try:
+        sysfs = frozenset(p.name for p in sys_module.iterdir())
+    except OSError:
+        sysfs = None
+    modprobe = _read_text(root.path("/proc/sys/kernel/modprobe"))
+    disabled = _read_text(root.path("/proc/sys/kernel/modules_disabled"))
+    return HostFacts(
+        source=root.describe(),
+        release=release,
+        arch=platform.machine() or None,
+        loaded=loaded,
+        index=index,
+        config=config,
+        module_support=module_support,
+        sysfs_modules=sysfs,
+        modprobe_path=modprobe.strip() if modprobe else None,
+        modules_disabled=(disabled.strip() == "1") if disabled else None,
+    )
+
+
+def gather_offline(
+    lsmod: Path | None,
+    release: str | None,
+    modules_dir: Path | None = None,
+    config: Path | None = None,
+    arch: str | None = None,
+) -> HostFacts:
+    """A kernel described by files: ``lsmod`` output, a release, optionally its module tree and config."""
+    loaded = None
+    if lsmod is not None:
+        try:
+            text = lsmod.read_text(encoding="utf-8", errors="replace") if str(lsmod) != "-" else ""
+        except OSError as exc:
+            raise InputError(str(lsmod), f"cannot read ({exc.strerror})") from None
+        loaded = parse_lsmod(text, str(lsmod))
+    index = load_index(find_modules_dir(modules_dir, release)) if modules_dir else None
+    kconfig = read_config_file(config) if config else None
+    if release is None and index is not None:
+        release = Path(index.directory).name
+    return HostFacts(
+        source="offline",
+        release=release,
+        arch=arch,
+        loaded=loaded,
+        index=index,
+        config=kconfig,
+        module_support=kconfig.modules_supported if kconfig else (True if loaded else None),
+    )

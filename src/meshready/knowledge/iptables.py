@@ -1,0 +1,91 @@
+"""What iptables rules ask of the kernel: tables, extensions, implicit matches, iptables-nft translation.
+
+Sources: iptables(8) and iptables-extensions(8); iptables 1.8.9 (Debian bookworm) as measured with
+``nft --debug=netlink list ruleset`` after ``iptables-nft-restore`` (see docs/knowledge.md).
+"""
+
+from __future__ import annotations
+
+TABLES = ("filter", "nat", "mangle", "raw", "security")
+
+BUILTIN_CHAINS = {
+    "filter": ("INPUT", "FORWARD", "OUTPUT"),
+    "nat": ("PREROUTING", "INPUT", "OUTPUT", "POSTROUTING"),
+    "mangle": ("PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"),
+    "raw": ("PREROUTING", "OUTPUT"),
+    "security": ("INPUT", "FORWARD", "OUTPUT"),
+}
+
+# Verdicts handled by the standard target inside x_tables: no module is asked for.
+STANDARD_TARGETS = frozenset({"ACCEPT", "DROP", "RETURN", "QUEUE", "CONTINUE"})
+
+# Extensions registered by the core modules themselves, not by an xt_* module. The kernel never
+# asks modprobe for them once the core module is there (net/ipv4/netfilter/ip_tables.c registers
+# "icmp" and "ERROR"; net/ipv6/netfilter/ip6_tables.c "icmp6" and "ERROR").
+CORE_EXTENSIONS = {
+    "ipv4": {"icmp": "ip_tables", "ERROR": "ip_tables"},
+    "ipv6": {"icmp6": "ip6_tables", "ERROR": "ip6_tables"},
+}
+
+# Options that load a protocol match implicitly after ``-p PROTO`` (iptables-extensions(8): "these
+# extensions are loaded implicitly if '--protocol tcp' is specified").
+PROTOCOL_OPTIONS = {
+    "tcp": frozenset(
+        {
+            "--sport",
+            "--source-port",
+            "--dport",
+            "--destination-port",
+            "--syn",
+            "--tcp-flags",
+            "--tcp-option",
+        }
+    ),
+    "udp": frozenset({"--sport", "--source-port", "--dport", "--destination-port"}),
+    "udplite": frozenset({"--sport", "--source-port", "--dport", "--destination-port"}),
+    "sctp": frozenset(
+        {"--sport", "--source-port", "--dport", "--destination-port", "--chunk-types"}
+    ),
+    "dccp": frozenset(
+        {
+            "--sport",
+            "--source-port",
+            "--dport",
+            "--destination-port",
+            "--dccp-types",
+            "--dccp-option",
+        }
+    ),
+    "icmp": frozenset({"--icmp-type"}),
+    "icmpv6": frozenset({"--icmpv6-type"}),
+    "ipv6-icmp": frozenset({"--icmpv6-type"}),
+}
+
+# ``-p icmpv6`` loads the ``icmp6`` match (libxt_icmp6 registers "icmp6").
+PROTOCOL_MATCH_NAME = {"icmpv6": "icmp6", "ipv6-icmp": "icmp6"}
+
+# iptables-nft 1.8.9 expresses these matches with native nf_tables expressions instead of
+# nft_compat (measured, see module docstring). Values are the native expressions used.
+NFT_NATIVE_MATCHES: dict[str, tuple[str, ...]] = {
+    "tcp": ("payload", "cmp"),
+    "udp": ("payload", "cmp"),
+    "mark": ("meta", "cmp"),
+    "limit": ("limit",),
+}
+
+# iptables-nft 1.8.9 sends ``-m state`` as the conntrack match (measured).
+NFT_MATCH_ALIASES = {"state": "conntrack"}
+
+# iptables-nft puts a counter on every rule and uses these core expressions for addresses,
+# interfaces, protocol and verdicts; only ``counter`` was ever a separate module (nft_counter).
+NFT_RULE_EXPRESSIONS = ("counter",)
+
+
+# Chain types iptables-nft gives to built-in chains (iptables/nft.c, ``builtin_tables``): every
+# nat chain is a "nat" chain, mangle OUTPUT is a "route" chain, everything else "filter".
+def nft_chain_type(table: str, chain: str) -> str:
+    if table == "nat":
+        return "nat"
+    if table == "mangle" and chain == "OUTPUT":
+        return "route"
+    return "filter"

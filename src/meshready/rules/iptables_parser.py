@@ -1,0 +1,300 @@
+"""Parse iptables rules: ``iptables-restore`` input, ``iptables-save`` output and ``iptables ...``
+command lines (the form istio-cni and older istio-init logs print).
+
+Only what decides kernel modules is kept: tables, built-in chains, matches and targets. Syntax errors
+that iptables-restore would also reject raise InputError naming the file and line.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+
+from meshready.errors import InputError
+from meshready.knowledge.iptables import (
+    BUILTIN_CHAINS,
+    PROTOCOL_MATCH_NAME,
+    PROTOCOL_OPTIONS,
+    STANDARD_TARGETS,
+    TABLES,
+)
+from meshready.knowledge.requests import Family
+from meshready.rules.model import XtRule, XtRuleset, XtTable
+
+_CHAIN_COMMANDS = {"-A", "--append", "-I", "--insert", "-R", "--replace", "-D", "--delete"}
+_OTHER_COMMANDS = {
+    "-N": 1,
+    "--new-chain": 1,
+    "-X": -1,
+    "--delete-chain": -1,
+    "-F": -1,
+    "--flush": -1,
+    "-Z": -1,
+    "--zero": -1,
+    "-P": 2,
+    "--policy": 2,
+    "-E": 2,
+    "--rename-chain": 2,
+}
+# Core options of a rule that take one argument and never load an extension.
+_CORE_WITH_ARG = {
+    "-s",
+    "--source",
+    "--src",
+    "-d",
+    "--destination",
+    "--dst",
+    "-i",
+    "--in-interface",
+    "-o",
+    "--out-interface",
+    "-w",
+    "--wait",
+    "-W",
+    "--wait-interval",
+}
+_CORE_NO_ARG = {"-f", "--fragment", "-4", "--ipv4", "-6", "--ipv6", "-v", "--verbose", "-n"}
+_BINARIES = {
+    "iptables": Family.IPV4,
+    "iptables-legacy": Family.IPV4,
+    "iptables-nft": Family.IPV4,
+    "ip6tables": Family.IPV6,
+    "ip6tables-legacy": Family.IPV6,
+    "ip6tables-nft": Family.IPV6,
+}
+_V6_HINT = re.compile(
+    r"(^|\s)(-[sd]|--source|--destination)\s+!?\s*[0-9a-fA-F]*:[0-9a-fA-F:]*(/\d+)?"
+)
+_V4_HINT = re.compile(r"(^|\s)(-[sd]|--source|--destination)\s+!?\s*\d+\.\d+\.\d+\.\d+")
+
+
+def guess_family(text: str, source: str) -> Family:
+    """IPv6 if the file says so: an ip6tables-save header, a ``.v6`` name, ICMPv6, IPv6 addresses."""
+    head = text[:4096]
+    if "ip6tables-save" in head:
+        return Family.IPV6
+    if "iptables-save" in head:
+        return Family.IPV4
+    name = source.rsplit("/", 1)[-1].lower()
+    for pattern, family in ((r"[._-]v6([._-]|$)", Family.IPV6), (r"[._-]v4([._-]|$)", Family.IPV4)):
+        if re.search(pattern, name):
+            return family
+    if "icmpv6" in text or "icmp6" in text:
+        return Family.IPV6
+    if _V6_HINT.search(text) and not _V4_HINT.search(text):
+        return Family.IPV6
+    if re.search(r"(^|[._-])(ipv6|ip6)([._-]|$)", name):
+        return Family.IPV6
+    return Family.IPV4
+
+
+def _split(line: str, source: str, lineno: int) -> list[str]:
+    try:
+        return shlex.split(line, comments=False, posix=True)
+    except ValueError as exc:
+        raise InputError(source, f"cannot split rule ({exc})", lineno) from None
+
+
+def parse_iptables(text: str, source: str, family: Family | None = None) -> XtRuleset:
+    """Parse iptables-restore input or iptables command lines from ``text``."""
+    fam = family or guess_family(text, source)
+    ruleset = XtRuleset(source=source, family=fam)
+    tables: dict[str, XtTable] = {}
+    declared: dict[str, set[str]] = {}
+    open_table: XtTable | None = None
+
+    def table_for(name: str, lineno: int) -> XtTable:
+        if name not in TABLES:
+            raise InputError(source, f"unknown table '{name}' (known: {', '.join(TABLES)})", lineno)
+        if name not in tables:
+            tables[name] = XtTable(name=name, line=lineno)
+            declared[name] = set(BUILTIN_CHAINS[name])
+            ruleset.tables.append(tables[name])
+        return tables[name]
+
+    for lineno, raw in enumerate(text.splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("*"):
+            if open_table is not None:
+                raise InputError(
+                    source, f"table '{open_table.name}' opened before COMMIT of the last", lineno
+                )
+            open_table = table_for(line[1:].strip(), lineno)
+            continue
+        if line == "COMMIT":
+            if open_table is None:
+                raise InputError(source, "COMMIT outside a table", lineno)
+            open_table = None
+            continue
+        if line.startswith(":"):
+            if open_table is None:
+                raise InputError(source, "chain declaration outside a table", lineno)
+            parts = line[1:].split()
+            if not parts:
+                raise InputError(source, "chain declaration without a name", lineno)
+            chain = parts[0]
+            declared[open_table.name].add(chain)
+            if chain in BUILTIN_CHAINS[open_table.name]:
+                open_table.builtin_chains_used.add(chain)
+            continue
+
+        tokens = _split(line, source, lineno)
+        if tokens and tokens[0] in _BINARIES:
+            # A command line: "iptables [-t TABLE] COMMAND ...".
+            if family is None and tokens[0].startswith("ip6"):
+                ruleset.family = Family.IPV6
+            tokens = tokens[1:]
+            table_name = "filter"
+            if len(tokens) >= 2 and tokens[0] in ("-t", "--table"):
+                table_name, tokens = tokens[1], tokens[2:]
+            table = table_for(table_name, lineno)
+        elif open_table is not None:
+            table = open_table
+        elif tokens and tokens[0].startswith("-"):
+            raise InputError(source, "rule outside a table (no '*table' line before it)", lineno)
+        else:
+            raise InputError(source, f"not an iptables-restore line: {line[:60]!r}", lineno)
+        _command(tokens, table, declared[table.name], source, lineno, line)
+
+    if open_table is not None:
+        raise InputError(source, f"table '{open_table.name}' has no COMMIT", open_table.line)
+    for table in ruleset.tables:
+        for rule in table.rules:
+            if rule.chain not in declared[table.name]:
+                raise InputError(
+                    source,
+                    f"chain '{rule.chain}' does not exist in table '{table.name}'",
+                    rule.line,
+                )
+    return ruleset
+
+
+def _command(
+    tokens: list[str], table: XtTable, chains: set[str], source: str, lineno: int, text: str
+) -> None:
+    if not tokens:
+        return
+    cmd = tokens[0]
+    if cmd in _OTHER_COMMANDS:
+        nargs = _OTHER_COMMANDS[cmd]
+        if nargs > 0 and len(tokens) < 1 + nargs:
+            raise InputError(source, f"{cmd} needs {nargs} argument(s)", lineno)
+        if cmd in ("-N", "--new-chain"):
+            chains.add(tokens[1])
+        elif cmd in ("-E", "--rename-chain"):
+            chains.add(tokens[2])
+        elif cmd in ("-P", "--policy") and tokens[1] in BUILTIN_CHAINS[table.name]:
+            table.builtin_chains_used.add(tokens[1])
+        return
+    if cmd not in _CHAIN_COMMANDS:
+        raise InputError(source, f"unknown command {cmd!r}", lineno)
+    if len(tokens) < 2 or tokens[1].startswith("-"):
+        raise InputError(source, f"{cmd} needs a chain name", lineno)
+    chain = tokens[1]
+    rest = tokens[2:]
+    if (
+        cmd in ("-I", "--insert", "-R", "--replace", "-D", "--delete")
+        and rest
+        and rest[0].isdigit()
+    ):
+        rest = rest[1:]
+    if chain in BUILTIN_CHAINS[table.name]:
+        table.builtin_chains_used.add(chain)
+    table.rules.append(_rule(rest, table.name, chain, chains, source, lineno, text))
+
+
+def _rule(
+    tokens: list[str],
+    table: str,
+    chain: str,
+    chains: set[str],
+    source: str,
+    lineno: int,
+    text: str,
+) -> XtRule:
+    protocol: str | None = None
+    matches: list[str] = []
+    target: str | None = None
+    current: str | None = None  # the extension that owns the following options
+    i = 0
+    while i < len(tokens):
+        tok = tokens[i]
+        if tok == "!":
+            i += 1
+            continue
+        if tok in ("-p", "--protocol"):
+            protocol = _arg(tokens, i, source, lineno).lower()
+            i += 2
+            continue
+        if tok in ("-m", "--match"):
+            current = _arg(tokens, i, source, lineno)
+            matches.append(current)
+            i += 2
+            continue
+        if tok in ("-j", "--jump", "-g", "--goto"):
+            name = _arg(tokens, i, source, lineno)
+            is_goto = tok in ("-g", "--goto")
+            if is_goto or name in STANDARD_TARGETS or name in chains:
+                current = None
+            else:
+                # Like iptables: a name that is no chain must be a target extension.
+                target = name
+                current = name
+            i += 2
+            continue
+        if tok in ("-c", "--set-counters"):
+            i += 3
+            continue
+        if tok in _CORE_WITH_ARG:
+            _arg(tokens, i, source, lineno)
+            i += 2
+            continue
+        if tok in _CORE_NO_ARG:
+            i += 1
+            continue
+        if tok.startswith("--"):
+            implicit = _implicit_protocol_match(tok, protocol, current, matches)
+            if implicit is not None:
+                matches.append(implicit)
+                current = implicit
+            elif current is None:
+                raise InputError(source, f"option {tok} belongs to no match or target", lineno)
+            i += 1
+            continue
+        if tok.startswith("-") and len(tok) == 2 and not tok[1].isdigit():
+            raise InputError(source, f"unknown option {tok}", lineno)
+        # An argument of the option before it.
+        i += 1
+    return XtRule(
+        line=lineno,
+        table=table,
+        chain=chain,
+        protocol=protocol,
+        matches=tuple(matches),
+        target=target,
+        text=text,
+    )
+
+
+def _implicit_protocol_match(
+    option: str, protocol: str | None, current: str | None, matches: list[str]
+) -> str | None:
+    if protocol is None:
+        return None
+    owned = PROTOCOL_OPTIONS.get(protocol)
+    if owned is None or option not in owned:
+        return None
+    name = PROTOCOL_MATCH_NAME.get(protocol, protocol)
+    if name in matches:
+        return None
+    if current == "multiport" and option in ("--dport", "--sport"):
+        return None  # getopt abbreviation of multiport's --dports/--sports
+    return name
+
+
+def _arg(tokens: list[str], i: int, source: str, lineno: int) -> str:
+    if i + 1 >= len(tokens) or tokens[i + 1] == "":
+        raise InputError(source, f"{tokens[i]} needs an argument", lineno)
+    return tokens[i + 1]

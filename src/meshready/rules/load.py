@@ -1,0 +1,70 @@
+"""Read rules from files or profiles, telling the syntax from the name or the content."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from meshready.errors import InputError
+from meshready.knowledge.profiles import PROFILES, Profile
+from meshready.knowledge.requests import Family
+from meshready.rules.iptables_parser import parse_iptables
+from meshready.rules.model import Ruleset
+from meshready.rules.nft_parser import parse_nft
+
+_PREFIXES = {"iptables": Family.IPV4, "ip6tables": Family.IPV6, "nft": None}
+_NFT_STARTS = ("add ", "table ", "flush ", "delete ", "insert ", "create ", "define ", "destroy ")
+
+
+def parse_rules_text(text: str, source: str, syntax: str | None = None) -> Ruleset:
+    """``syntax``: "iptables", "ip6tables", "nft", or None to detect."""
+    if syntax is None:
+        syntax = detect_syntax(text, source)
+    if syntax == "nft":
+        return parse_nft(text, source)
+    return parse_iptables(text, source, _PREFIXES.get(syntax) if syntax else None)
+
+
+def detect_syntax(text: str, source: str) -> str | None:
+    if source.endswith(".nft"):
+        return "nft"
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        if stripped.startswith(_NFT_STARTS):
+            return "nft"
+        if stripped.startswith(("*", ":", "-", "COMMIT", "iptables", "ip6tables")):
+            return None  # iptables; the family is detected by the parser
+        raise InputError(source, "neither iptables-restore nor nft syntax", 1)
+    raise InputError(source, "no rules in this file")
+
+
+def load_rules_file(spec: str) -> Ruleset:
+    """``FILE``, or ``iptables:FILE``, ``ip6tables:FILE``, ``nft:FILE`` to say the syntax."""
+    syntax: str | None = None
+    path = spec
+    prefix, sep, rest = spec.partition(":")
+    if sep and prefix in _PREFIXES:
+        syntax, path = prefix, rest
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputError(path, "no such file") from None
+    except UnicodeDecodeError:
+        raise InputError(path, "not a text file") from None
+    except OSError as exc:
+        raise InputError(path, f"cannot read ({exc.strerror})") from None
+    return parse_rules_text(text, path, syntax if syntax != "nft" else "nft")
+
+
+def profile_rulesets(profile: Profile) -> list[Ruleset]:
+    return [parse_rules_text(profile.read(f), f"profile:{profile.name}/{f}") for f in profile.files]
+
+
+def get_profile(name: str) -> Profile:
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise InputError(
+            "--profile", f"unknown profile {name!r} (known: {', '.join(sorted(PROFILES))})"
+        ) from None

@@ -1,0 +1,1 @@
+"""Tests and test support for a real kube-apiserver + etcd (marker `apiserver`)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -54,6 +55,15 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as exc:  # a bug: say so in one line; MESHREADY_DEBUG=1 shows the traceback
+        if os.environ.get("MESHREADY_DEBUG"):
+            raise
+        click.echo(
+            f"meshready: internal error: {type(exc).__name__}: {exc} (set MESHREADY_DEBUG=1 "
+            "for a traceback and report it)",
+            err=True,
+        )
+        return 3
     return result if isinstance(result, int) else 0
 
 

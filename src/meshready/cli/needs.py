@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -9,7 +10,8 @@ import click
 from meshready.assess.assess import assess
 from meshready.assess.plan import needs_from_options
 from meshready.assess.report import State
-from meshready.cli.options import facts_from_options, rules_options
+from meshready.cli.options import rules_options
+from meshready.host.facts import gather_live, gather_offline
 from meshready.cli.output import emit_json
 from meshready.knowledge.profiles import PROFILES
 
@@ -47,12 +49,11 @@ def needs(
     whether the rules need it directly, the requests that name it, and the load order.
     """
     spec = needs_from_options(profile, rules, backend)
-    facts = facts_from_options(
-        None, None, kernel_release, modules_dir, kernel_config, need_loaded=False
-    )
-    if facts.live:
-        # What the kernel needs, not what happens to be loaded now.
-        facts = type(facts)(**{**facts.__dict__, "loaded": None})
+    if kernel_release or modules_dir or kernel_config:
+        facts = gather_offline(None, kernel_release, modules_dir, kernel_config)
+    else:
+        # The running kernel, but what it needs rather than what happens to be loaded now.
+        facts = replace(gather_live(), loaded=None)
     report = assess(spec.needs, facts, spec.backend, spec.profile, spec.rules)
     order = [m.name for m in report.modules if m.state is not State.BUILTIN]
     if output == "lines":

@@ -106,6 +106,8 @@ def gather_offline(
             raise InputError(str(lsmod), f"cannot read ({exc.strerror})") from None
         loaded = parse_lsmod(text, str(lsmod))
     index = load_index(find_modules_dir(modules_dir, release)) if modules_dir else None
+    if config is None and index is not None and (Path(index.directory) / "config").is_file():
+        config = Path(index.directory) / "config"  # /lib/modules/R/config, as some distros ship
     kconfig = read_config_file(config) if config else None
     if release is None and index is not None:
         release = Path(index.directory).name

@@ -29,7 +29,7 @@ class ModuleInfo:
 # module | Kconfig symbol (without CONFIG_) | direct dependencies | aliases (module requests it answers)
 _TABLE = """
 x_tables         | NETFILTER_XTABLES              | -                                   | -
-xt_tcpudp        | NETFILTER_XTABLES              | x_tables                            | xt_tcp xt_udp ipt_tcp ipt_udp ip6t_tcp ip6t_udp ipt_udplite ip6t_udplite
+xt_tcpudp        | NETFILTER_XTABLES              | x_tables                            | xt_tcp xt_udp ipt_tcp ipt_udp ip6t_tcp ip6t_udp
 ip_tables        | IP_NF_IPTABLES                 | x_tables                            | -
 ip6_tables       | IP6_NF_IPTABLES                | x_tables                            | -
 iptable_filter   | IP_NF_FILTER                   | ip_tables x_tables                  | -
@@ -57,7 +57,7 @@ nf_log_syslog    | NF_LOG_SYSLOG                  | -                           
 xt_REDIRECT      | NETFILTER_XT_TARGET_REDIRECT   | nf_nat x_tables                     | ipt_REDIRECT ip6t_REDIRECT
 xt_owner         | NETFILTER_XT_MATCH_OWNER       | x_tables                            | ipt_owner ip6t_owner
 xt_multiport     | NETFILTER_XT_MATCH_MULTIPORT   | x_tables                            | ipt_multiport ip6t_multiport
-xt_CT            | NETFILTER_XT_TARGET_CT         | nf_conntrack x_tables               | ipt_CT ip6t_CT ipt_NOTRACK ip6t_NOTRACK xt_NOTRACK
+xt_CT            | NETFILTER_XT_TARGET_CT         | nf_conntrack x_tables               | ipt_CT ip6t_CT ipt_NOTRACK ip6t_NOTRACK
 xt_conntrack     | NETFILTER_XT_MATCH_CONNTRACK   | nf_conntrack x_tables               | ipt_conntrack ip6t_conntrack
 xt_state         | NETFILTER_XT_MATCH_STATE       | nf_conntrack x_tables               | ipt_state ip6t_state
 xt_mark          | NETFILTER_XT_MARK              | x_tables                            | ipt_mark ip6t_mark ipt_MARK ip6t_MARK arpt_MARK
@@ -72,7 +72,7 @@ xt_set           | NETFILTER_XT_SET               | ip_set x_tables             
 xt_LOG           | NETFILTER_XT_TARGET_LOG        | nf_log_syslog x_tables              | ipt_LOG ip6t_LOG
 xt_limit         | NETFILTER_XT_MATCH_LIMIT       | x_tables                            | ipt_limit ip6t_limit
 xt_pkttype       | NETFILTER_XT_MATCH_PKTTYPE     | x_tables                            | ipt_pkttype ip6t_pkttype
-xt_physdev       | NETFILTER_XT_MATCH_PHYSDEV     | br_netfilter x_tables               | ipt_physdev ip6t_physdev
+xt_physdev       | NETFILTER_XT_MATCH_PHYSDEV     | x_tables                            | ipt_physdev ip6t_physdev
 xt_iprange       | NETFILTER_XT_MATCH_IPRANGE     | x_tables                            | ipt_iprange ip6t_iprange
 xt_statistic     | NETFILTER_XT_MATCH_STATISTIC   | x_tables                            | ipt_statistic ip6t_statistic
 xt_NFQUEUE       | NETFILTER_XT_TARGET_NFQUEUE    | x_tables                            | ipt_NFQUEUE ip6t_NFQUEUE
@@ -90,8 +90,8 @@ nf_tables        | NF_TABLES                      | nfnetlink libcrc32c         
 nft_compat       | NFT_COMPAT                     | nf_tables x_tables nfnetlink        | nfnetlink-subsys-11 nft-expr-match nft-expr-target
 nft_chain_nat    | NFT_NAT                        | nf_nat nf_tables                    | nft-chain-2-nat nft-chain-10-nat nft-chain-1-nat
 nft_nat          | NFT_NAT                        | nf_nat nf_tables                    | nft-expr-nat
-nft_redir        | NFT_REDIR                      | nf_nat nf_tables                    | nft-expr-redir nft-expr-1-redir nft-expr-2-redir nft-expr-10-redir
-nft_masq         | NFT_MASQ                       | nf_nat nf_tables                    | nft-expr-masq nft-expr-1-masq nft-expr-2-masq nft-expr-10-masq
+nft_redir        | NFT_REDIR                      | nf_nat nf_tables                    | nft-expr-redir
+nft_masq         | NFT_MASQ                       | nf_nat nf_tables                    | nft-expr-masq
 nft_ct           | NFT_CT                         | nf_conntrack nf_tables              | nft-expr-ct nft-expr-notrack
 nft_tproxy       | NFT_TPROXY                     | nf_tproxy_ipv6 nf_tproxy_ipv4 nf_defrag_ipv4 nf_defrag_ipv6 nf_tables | nft-expr-tproxy
 nft_socket       | NFT_SOCKET                     | nf_socket_ipv4 nf_socket_ipv6 nf_tables | nft-expr-socket
@@ -100,7 +100,9 @@ nft_log          | NFT_LOG                        | nf_tables                   
 nft_reject       | NFT_REJECT                     | nf_tables                           | -
 nft_reject_inet  | NFT_REJECT_INET                | nf_reject_ipv4 nf_reject_ipv6 nft_reject nf_tables | nft-expr-1-reject
 nft_fib          | NFT_FIB                        | nf_tables                           | -
-nft_fib_inet     | NFT_FIB_INET                   | nft_fib nf_tables                   | nft-expr-1-fib
+nft_fib_ipv4     | NFT_FIB_IPV4                   | nft_fib nf_tables                   | nft-expr-2-fib
+nft_fib_ipv6     | NFT_FIB_IPV6                   | nft_fib nf_tables                   | nft-expr-10-fib
+nft_fib_inet     | NFT_FIB_INET                   | nft_fib_ipv4 nft_fib_ipv6 nft_fib nf_tables | nft-expr-1-fib
 """
 
 

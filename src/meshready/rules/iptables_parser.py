@@ -89,6 +89,8 @@ def guess_family(text: str, source: str) -> Family:
 
 
 def _split(line: str, source: str, lineno: int) -> list[str]:
+    if '"' not in line and "'" not in line and "\\" not in line:
+        return line.split()  # the common case; shlex is 50x slower
     try:
         return shlex.split(line, comments=False, posix=True)
     except ValueError as exc:

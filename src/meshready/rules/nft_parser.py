@@ -150,11 +150,9 @@ class _Parser:
             stmt = self.statement(_TOP_BLOCKS)
             if stmt is None:
                 break
-            if self.pos < len(self.toks) and self.toks[self.pos - 1].kind == "}" and not stmt:
-                raise self.error("unexpected '}'", self.toks[self.pos - 1].line)
-            self.top(stmt)
-            if self.pos < len(self.toks) and self.toks[self.pos].kind == "}":
+            if not stmt:  # statement() stopped at a '}' that closes nothing
                 raise self.error("unexpected '}'", self.toks[self.pos].line)
+            self.top(stmt)
         return self.out
 
     def top(self, stmt: list[_Tok]) -> None:

@@ -166,11 +166,29 @@ def self_signed_cert(directory: Path, name: str, ip: str = "127.0.0.1") -> tuple
     """Write NAME.crt/NAME.key: a self-signed EC certificate for IP (one day); return the paths."""
     crt, key = directory / f"{name}.crt", directory / f"{name}.key"
     subprocess.run(
-        [_openssl(), "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(crt), "-days", "2", "-subj", f"/CN={name}",
-         "-addext", f"subjectAltName=IP:{ip}"],
-        check=True, capture_output=True,
-    )  # fmt: skip
+        [
+            _openssl(),
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(crt),
+            "-days",
+            "2",
+            "-subj",
+            f"/CN={name}",
+            "-addext",
+            f"subjectAltName=IP:{ip}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return crt, key
 
 
@@ -231,9 +249,13 @@ class Credentials:
     @classmethod
     def from_kubeconfig(cls, path: Path) -> Credentials:
         """Read the current context of a token kubeconfig (YAML or JSON)."""
-        import yaml
+        text = Path(path).read_text()
+        try:
+            doc = json.loads(text)  # the ones written here: no YAML parser needed
+        except ValueError:
+            import yaml
 
-        doc = yaml.safe_load(Path(path).read_text())
+            doc = yaml.safe_load(text)
         contexts = {c["name"]: c["context"] for c in doc.get("contexts", [])}
         context = contexts[doc["current-context"]]
         cluster = {c["name"]: c["cluster"] for c in doc["clusters"]}[context["cluster"]]
@@ -257,6 +279,14 @@ class Credentials:
         )
 
 
+def _opener(context: ssl.SSLContext | None) -> urllib.request.OpenerDirector:
+    """urllib without proxies from the environment (everything here is on loopback)."""
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(*handlers)
+
+
 class RawClient:
     """A minimal JSON client for the Kubernetes API (admin set-up, reviews, odd endpoints)."""
 
@@ -267,6 +297,7 @@ class RawClient:
             self._ssl = ssl._create_unverified_context()
         else:
             self._ssl = ssl.create_default_context(cadata=credentials.ca_pem.decode())
+        self._opener = _opener(self._ssl)
 
     @classmethod
     def from_kubeconfig(cls, path: Path, timeout: float = 10.0) -> RawClient:
@@ -298,9 +329,7 @@ class RawClient:
         if self.credentials.token:
             request.add_header("Authorization", f"Bearer {self.credentials.token}")
         try:
-            with urllib.request.urlopen(
-                request, context=self._ssl, timeout=timeout or self.timeout
-            ) as response:
+            with self._opener.open(request, timeout=timeout or self.timeout) as response:
                 return str(response.read().decode())
         except urllib.error.HTTPError as err:
             text = err.read().decode(errors="replace")
@@ -486,7 +515,10 @@ def wait_for(
 
 
 def _wait(
-    what: str, check: Callable[[], bool], timeout: float, process: _Process,
+    what: str,
+    check: Callable[[], bool],
+    timeout: float,
+    process: _Process,
     interval: float = 0.05,
 ) -> None:
     """Poll CHECK() until it is true; fail early if PROCESS died."""
@@ -571,11 +603,23 @@ class LocalCluster:
         """Start etcd and the apiserver; return when /readyz is ok and `default` exists."""
         began = time.monotonic()
         try:
-            self._prepare()
-            self._start_etcd(timeout)
-            self._apiserver = _Process("kube-apiserver", self._apiserver_argv(),
-                                       self.workdir / "apiserver.log")  # fmt: skip
-            self.start_apiserver(timeout)
+            for attempt in range(1, 4):
+                try:
+                    self._prepare()
+                    self._start_etcd(timeout)
+                    self._apiserver = _Process(
+                        "kube-apiserver", self._apiserver_argv(), self.workdir / "apiserver.log"
+                    )
+                    self.start_apiserver(timeout)
+                    break
+                except HarnessError as err:
+                    # A port picked as free was taken before our process bound it: pick again.
+                    if "address already in use" not in str(err) or attempt == 3:
+                        raise
+                    for process in (self._apiserver, self._etcd):
+                        if process is not None:
+                            process.stop(kill=True)
+                    shutil.rmtree(self.workdir / "etcd", ignore_errors=True)
         except BaseException:
             self.close()
             raise
@@ -587,10 +631,19 @@ class LocalCluster:
         (self.workdir / "certs").mkdir(exist_ok=True)
         # The ServiceAccount token signing key: ECDSA P-256 (ES256) is instant, RSA takes 0.5 s.
         subprocess.run(
-            [_openssl(), "ecparam", "-name", "prime256v1", "-genkey", "-noout",
-             "-out", str(self.workdir / "sa.key")],
-            check=True, capture_output=True,
-        )  # fmt: skip
+            [
+                _openssl(),
+                "ecparam",
+                "-name",
+                "prime256v1",
+                "-genkey",
+                "-noout",
+                "-out",
+                str(self.workdir / "sa.key"),
+            ],
+            check=True,
+            capture_output=True,
+        )
         lines = [
             f'{token},{name},{name},"{",".join(self._user_groups[name])}"'
             if self._user_groups[name]
@@ -627,8 +680,10 @@ class LocalCluster:
         self._etcd = _Process("etcd", argv, self.workdir / "etcd.log")
         self._etcd.start()
 
+        opener = _opener(None)
+
         def healthy() -> bool:
-            with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as response:
+            with opener.open(self.etcd_url + "/health", timeout=2) as response:
                 return bool(json.loads(response.read()).get("health") == "true")
 
         _wait("etcd /health", healthy, timeout, self._etcd)
@@ -666,12 +721,12 @@ class LocalCluster:
         began = time.monotonic()
         self._apiserver.start()
         crt = self.workdir / "certs" / "apiserver.crt"
-        unverified = ssl._create_unverified_context()
+        opener = _opener(ssl._create_unverified_context())
 
         def ready() -> bool:
             request = urllib.request.Request(self.server + "/readyz")
             request.add_header("Authorization", f"Bearer {self.admin_token}")
-            with urllib.request.urlopen(request, context=unverified, timeout=2) as response:
+            with opener.open(request, timeout=2) as response:
                 return bool(response.status == 200 and crt.is_file())
 
         _wait("kube-apiserver /readyz", ready, timeout, self._apiserver)
@@ -763,9 +818,12 @@ class LocalCluster:
         try:
             self.api.post(
                 "/api/v1/namespaces",
-                {"apiVersion": "v1", "kind": "Namespace",
-                 "metadata": {"name": name, "labels": dict(labels or {})}},
-            )  # fmt: skip
+                {
+                    "apiVersion": "v1",
+                    "kind": "Namespace",
+                    "metadata": {"name": name, "labels": dict(labels or {})},
+                },
+            )
         except ApiRequestError as err:
             if err.status != 409:
                 raise
@@ -783,9 +841,12 @@ class LocalCluster:
             return dict(
                 self.api.post(
                     path,
-                    {"apiVersion": "v1", "kind": "ServiceAccount",
-                     "metadata": {"name": name, "namespace": namespace}},
-                )  # fmt: skip
+                    {
+                        "apiVersion": "v1",
+                        "kind": "ServiceAccount",
+                        "metadata": {"name": name, "namespace": namespace},
+                    },
+                )
             )
         except ApiRequestError as err:
             if err.status != 409:
@@ -802,9 +863,12 @@ class LocalCluster:
         self.ensure_serviceaccount(namespace, name)
         answer = self.api.post(
             f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
-            {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest",
-             "spec": {"expirationSeconds": expiration_seconds}},
-        )  # fmt: skip
+            {
+                "apiVersion": "authentication.k8s.io/v1",
+                "kind": "TokenRequest",
+                "spec": {"expirationSeconds": expiration_seconds},
+            },
+        )
         return str(answer["status"]["token"])
 
     def serviceaccount_kubeconfig(
@@ -885,25 +949,40 @@ class LocalCluster:
         """Create Node NAME and set its status (addresses, kubelet port, Ready condition).
 
         With KUBELET, `status.daemonEndpoints.kubeletEndpoint.Port` is its port, so pod logs for
-        pods on this node are served by it. Returns the Node as the API answered the status write.
+        pods on this node are served by it. The TaintNodesByCondition admission plugin gives every
+        new Node the `node.kubernetes.io/not-ready:NoSchedule` taint; with READY this removes it
+        as the node lifecycle controller would, so `spec.taints` is exactly TAINTS. Returns the
+        Node as the API last answered.
         """
         spec: dict[str, Any] = {}
         if taints:
             spec["taints"] = [dict(t) for t in taints]
         self.api.post(
             "/api/v1/nodes",
-            {"apiVersion": "v1", "kind": "Node",
-             "metadata": {"name": name, "labels": dict(labels or {}),
-                          "annotations": dict(annotations or {})},
-             "spec": spec},
-        )  # fmt: skip
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {
+                    "name": name,
+                    "labels": dict(labels or {}),
+                    "annotations": dict(annotations or {}),
+                },
+                "spec": spec,
+            },
+        )
         now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
         info = {
-            "machineID": "", "systemUUID": "", "bootID": "", "kernelVersion": "6.1.0-test",
-            "osImage": "Debian GNU/Linux 12 (bookworm)", "containerRuntimeVersion": "fake://1",
-            "kubeletVersion": self.version or "v1.20.2", "kubeProxyVersion": "",
-            "operatingSystem": "linux", "architecture": "amd64",
-        }  # fmt: skip
+            "machineID": "",
+            "systemUUID": "",
+            "bootID": "",
+            "kernelVersion": "6.1.0-test",
+            "osImage": "Debian GNU/Linux 12 (bookworm)",
+            "containerRuntimeVersion": "fake://1",
+            "kubeletVersion": self.version or "v1.20.2",
+            "kubeProxyVersion": "",
+            "operatingSystem": "linux",
+            "architecture": "amd64",
+        }
         info.update(node_info or {})
         status: dict[str, Any] = {
             "addresses": [
@@ -912,14 +991,22 @@ class LocalCluster:
             ],
             "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port if kubelet else 10250}},
             "conditions": [
-                {"type": "Ready", "status": "True" if ready else "False",
-                 "reason": "KubeletReady" if ready else "KubeletNotReady",
-                 "message": "fake kubelet", "lastHeartbeatTime": now,
-                 "lastTransitionTime": now},
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "reason": "KubeletReady" if ready else "KubeletNotReady",
+                    "message": "fake kubelet",
+                    "lastHeartbeatTime": now,
+                    "lastTransitionTime": now,
+                },
             ],
             "nodeInfo": info,
-        }  # fmt: skip
-        return dict(self.api.merge_patch(f"/api/v1/nodes/{name}/status", {"status": status}))
+        }
+        node = self.api.merge_patch(f"/api/v1/nodes/{name}/status", {"status": status})
+        if ready:
+            wanted = [dict(t) for t in taints] or None
+            node = self.api.merge_patch(f"/api/v1/nodes/{name}", {"spec": {"taints": wanted}})
+        return dict(node)
 
     def create_pod(
         self,
@@ -934,8 +1021,11 @@ class LocalCluster:
         status: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Create a Pod bound to NODE_NAME; with STATUS, write it through `pods/status`."""
-        metadata: dict[str, Any] = {"name": name, "namespace": namespace,
-                                    "labels": dict(labels or {})}  # fmt: skip
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "labels": dict(labels or {}),
+        }
         if owner_references:
             metadata["ownerReferences"] = [dict(o) for o in owner_references]
         spec: dict[str, Any] = {
@@ -1114,9 +1204,7 @@ def _make_handler(state: _KubeletState) -> type[BaseHTTPRequestHandler]:
             previous = query.get("previous", "false").lower() == "true"
             tail = int(query["tailLines"]) if query.get("tailLines") else None
             with state.lock:
-                state.requests.append(
-                    LogRequest(namespace, pod, container, previous, tail, query)
-                )
+                state.requests.append(LogRequest(namespace, pod, container, previous, tail, query))
                 entry = state.logs.get((namespace, pod, container, previous))
                 pod_known = any(k[0] == namespace and k[1] == pod for k in state.logs)
             if entry is None:
@@ -1124,14 +1212,15 @@ def _make_handler(state: _KubeletState) -> type[BaseHTTPRequestHandler]:
                     self._send(404, f'pod "{pod}" in namespace "{namespace}" does not exist\n')
                 elif previous:
                     self._send(
-                        400, f'previous terminated container "{container}" in pod "{pod}" '
-                        "not found\n",
-                    )  # fmt: skip
+                        400,
+                        f'previous terminated container "{container}" in pod "{pod}" not found\n',
+                    )
                 else:
                     self._send(
-                        400, f'container "{container}" in pod "{pod}" is waiting to start: '
+                        400,
+                        f'container "{container}" in pod "{pod}" is waiting to start: '
                         "ContainerCreating\n",
-                    )  # fmt: skip
+                    )
                 return
             if entry.status != 200:
                 self._send(entry.status, entry.text)

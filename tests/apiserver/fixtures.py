@@ -1,9 +1,9 @@
 """pytest fixtures for tests against a real kube-apiserver (see cluster.py).
 
-`tests/apiserver/conftest.py` re-exports them. A test directory elsewhere gets them by re-exporting
-them in its own conftest.py (`from tests.apiserver.fixtures import *`, or with the import path its
-package layout gives) or through `pytest_plugins` in the top-level conftest. However often they are
-registered, the session has one cluster (kept in `config.stash`).
+`tests/apiserver/conftest.py` re-exports them. Other test directories get them with
+`pytest_plugins = ["tests.apiserver.fixtures"]` in the top-level `tests/conftest.py`, or by
+importing them into their own conftest.py. However often they are registered, the session has one
+cluster (kept in `config.stash`).
 
 Every test that uses `cluster` (directly or through another fixture) gets the `apiserver` marker.
 """
@@ -60,9 +60,9 @@ def cluster(request: pytest.FixtureRequest) -> LocalCluster:
         started.start()
     except MissingArtifactError as err:
         stash[_FAILURE] = f"apiserver tests need the cached kube-apiserver build: {err}"
-        pytest.fail(stash[_FAILURE], pytrace=False)
     except HarnessError as err:
         stash[_FAILURE] = f"the test kube-apiserver did not start ({BUILD_HINT}?): {err}"
+    if _FAILURE in stash:  # failed outside the except blocks: no chained traceback noise
         pytest.fail(stash[_FAILURE], pytrace=False)
     stash[_CLUSTER] = started
     return started

@@ -61,10 +61,12 @@ def test_server_side_apply_with_field_managers(admin_client: Client, namespace: 
 
     # Applying with fewer fields removes the ones this manager alone owned.
     admin_client.apply(
-        ConfigMap(metadata=ObjectMeta(name="settings", namespace=namespace),
-                  data={"mode": "two", "extra": "x"}),
+        ConfigMap(
+            metadata=ObjectMeta(name="settings", namespace=namespace),
+            data={"mode": "two", "extra": "x"},
+        ),
         field_manager="someone-else",
-    )  # fmt: skip
+    )
     pruned = admin_client.apply(configmap("two"), field_manager="someone-else")
     assert pruned.data == {"mode": "two"}
 
@@ -145,11 +147,9 @@ def test_restart_keeps_data_and_clients_reconnect(
     kept = admin_client.get(ConfigMap, "before", namespace=namespace)
     assert kept.data == {"k": "v"}
     # Tokens minted before the restart still authenticate (same signing key and CA).
-    assert can_i(sa_kubeconfig, "create", "selfsubjectaccessreviews",
-                 group="authorization.k8s.io")  # fmt: skip
-    with pytest.raises(ApiError) as denied:
-        with cluster.client(sa_kubeconfig) as sa_client:
-            sa_client.get(ConfigMap, "before", namespace=namespace)
+    assert can_i(sa_kubeconfig, "create", "selfsubjectaccessreviews", group="authorization.k8s.io")
+    with pytest.raises(ApiError) as denied, cluster.client(sa_kubeconfig) as sa_client:
+        sa_client.get(ConfigMap, "before", namespace=namespace)
     assert denied.value.status.code == 403
 
 
@@ -166,13 +166,18 @@ def _log_pod(cluster: LocalCluster, kubelet: FakeKubelet, namespace: str) -> tup
         status={
             "phase": "Pending",
             "initContainerStatuses": [
-                {"name": "init", "image": "busybox", "imageID": "", "ready": False,
-                 "restartCount": 3,
-                 "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                 "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}}},
+                {
+                    "name": "init",
+                    "image": "busybox",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 3,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                },
             ],
         },
-    )  # fmt: skip
+    )
     return node, pod
 
 
@@ -181,12 +186,12 @@ def test_node_and_pod_helpers_write_status(
 ) -> None:
     node, pod = _log_pod(cluster, kubelet, namespace)
     got = admin_client.get(Node, node)
+    assert got.spec is not None and got.spec.taints is None  # admission's not-ready taint: gone
     assert got.status is not None and got.status.daemonEndpoints is not None
     assert got.status.daemonEndpoints.kubeletEndpoint is not None
     assert got.status.daemonEndpoints.kubeletEndpoint.Port == kubelet.port
-    assert [(a.type, a.address) for a in got.status.addresses or []][0] == (
-        "InternalIP", "127.0.0.1",
-    )  # fmt: skip
+    addresses = [(a.type, a.address) for a in got.status.addresses or []]
+    assert addresses == [("InternalIP", "127.0.0.1"), ("Hostname", node)]
     assert [(c.type, c.status) for c in got.status.conditions or []] == [("Ready", "True")]
     got_pod = admin_client.get(Pod, pod, namespace=namespace)
     assert got_pod.spec is not None and got_pod.spec.nodeName == node
@@ -197,17 +202,35 @@ def test_node_and_pod_helpers_write_status(
     assert init.state.waiting.reason == "CrashLoopBackOff"
 
 
+def test_create_node_taints(cluster: LocalCluster, admin_client: Client, namespace: str) -> None:
+    startup = {"key": "meshready.io/not-ready", "effect": "NoSchedule"}
+    cluster.create_node(f"{namespace}-a", taints=[startup])
+    cluster.create_node(f"{namespace}-b", taints=[startup], ready=False)
+    a = admin_client.get(Node, f"{namespace}-a")
+    b = admin_client.get(Node, f"{namespace}-b")
+    assert a.spec is not None and b.spec is not None
+    assert [(t.key, t.effect) for t in a.spec.taints or []] == [
+        ("meshready.io/not-ready", "NoSchedule")
+    ]
+    assert sorted(t.key for t in b.spec.taints or []) == [
+        "meshready.io/not-ready",
+        "node.kubernetes.io/not-ready",
+    ]
+
+
 def test_pod_logs_through_the_apiserver_and_the_fake_kubelet(
     cluster: LocalCluster, admin_client: Client, kubelet: FakeKubelet, namespace: str
 ) -> None:
     _, pod = _log_pod(cluster, kubelet, namespace)
     kubelet.set_log(namespace, pod, "init", "starting\nwaiting for iptables\n")
     kubelet.set_log(
-        namespace, pod, "init",
+        namespace,
+        pod,
+        "init",
         "line 1\niptables-restore: line 3 failed\nExtension owner revision 0 not supported, "
         "missing kernel module?\n",
         previous=True,
-    )  # fmt: skip
+    )
     kubelet.set_log(namespace, pod, "main", "never started\n")
 
     lines = list(admin_client.log(pod, namespace=namespace, container="init"))
@@ -217,9 +240,10 @@ def test_pod_logs_through_the_apiserver_and_the_fake_kubelet(
 
     # lightkube 1.0.1's Client.log has no `previous`; the apiserver forwards previous=true.
     previous = cluster.api.request_text(
-        "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+        "GET",
+        f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
         query={"container": "init", "previous": True, "tailLines": 2},
-    )  # fmt: skip
+    )
     assert previous == (
         "iptables-restore: line 3 failed\n"
         "Extension owner revision 0 not supported, missing kernel module?\n"
@@ -244,11 +268,14 @@ def test_previous_logs_with_lightkube(
     kubelet.set_log(namespace, pod, "init", "old crash\n", previous=True)
     generic = admin_client._client
     request = generic.prepare_request(
-        "get", PodLog, name=pod, namespace=namespace,
+        "get",
+        PodLog,
+        name=pod,
+        namespace=namespace,
         params={"container": "init", "previous": True, "tailLines": 50},
-    )  # fmt: skip
+    )
     response = generic.send(generic.build_adapter_request(request))
-    generic.raise_for_status(response)
+    generic.raise_for_status(response)  # type: ignore[no-untyped-call]
     assert list(response.iter_lines()) == ["old crash"]
     assert kubelet.requests[-1].previous is True
 
@@ -261,9 +288,10 @@ def test_kubelet_errors_come_back_as_api_errors(
     # No previous instance registered: the kubelet's 400 reaches the client.
     with pytest.raises(ApiRequestError) as no_previous:
         cluster.api.request_text(
-            "GET", f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
+            "GET",
+            f"/api/v1/namespaces/{namespace}/pods/{pod}/log",
             query={"container": "init", "previous": True},
-        )  # fmt: skip
+        )
     assert no_previous.value.status == 400
     assert 'previous terminated container "init"' in no_previous.value.message
     with pytest.raises(ApiError) as not_started:

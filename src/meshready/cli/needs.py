@@ -11,8 +11,8 @@ from meshready.assess.assess import assess
 from meshready.assess.plan import needs_from_options
 from meshready.assess.report import State
 from meshready.cli.options import rules_options
-from meshready.host.facts import gather_live, gather_offline
 from meshready.cli.output import emit_json
+from meshready.host.facts import gather_live, gather_offline
 from meshready.knowledge.profiles import PROFILES
 
 

@@ -1,0 +1,168 @@
+"""``meshready diagnose``: from an init container's or CNI plugin's log to the cause and the fix."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from meshready.diagnose.engine import diagnose_text
+from meshready.diagnose.model import DiagnoseContext, Diagnosis, Finding
+from meshready.errors import InputError
+from meshready.knowledge.requests import Backend
+
+_MAX_BYTES = 64 * 1024 * 1024
+
+
+def read_log(spec: str) -> tuple[str, str]:
+    """(text, source name) from a path or ``-`` (stdin). Bad input raises InputError."""
+    if spec == "-":
+        data = sys.stdin.buffer.read(_MAX_BYTES + 1)
+        source = "<stdin>"
+    else:
+        path = Path(spec)
+        source = spec
+        try:
+            if path.is_dir():
+                raise InputError(source, "is a directory, not a log file")
+            with path.open("rb") as fh:
+                data = fh.read(_MAX_BYTES + 1)
+        except FileNotFoundError:
+            raise InputError(source, "no such file") from None
+        except PermissionError:
+            raise InputError(source, "cannot read (permission denied)") from None
+        except OSError as exc:
+            raise InputError(source, f"cannot read ({exc.strerror or exc})") from None
+    if len(data) > _MAX_BYTES:
+        raise InputError(
+            source, f"larger than {_MAX_BYTES // (1024 * 1024)} MiB; cut the log first"
+        )
+    if b"\x00" in data:
+        raise InputError(source, "binary data, not a log")
+    try:
+        text = data.decode("utf-8")
+        legacy_encoding = False
+    except UnicodeDecodeError:
+        text = data.decode("latin-1")  # decodes every byte; judged below
+        legacy_encoding = True
+    if (
+        legacy_encoding
+        and sum(1 for c in text if ord(c) < 32 and c not in "\n\r\t") > len(text) // 20
+    ):
+        raise InputError(source, "not a text file")
+    if not text.strip():
+        raise InputError(source, "empty input: no log lines")
+    return text, source
+
+
+@click.command()
+@click.argument("log", required=False, default="-", metavar="[FILE|-]")
+@click.option(
+    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+)
+@click.option(
+    "--container",
+    metavar="NAME",
+    help="the container the log is from (istio-init, istio-validation, linkerd-init, kuma-init, "
+    "istio-cni-node, ...); refines the modules and the fix",
+)
+@click.option(
+    "--backend",
+    type=click.Choice(["legacy", "nft", "nftables"]),
+    help="the iptables backend the mesh used, when the log does not tell",
+)
+@click.option("--kernel-release", metavar="R", help="the node's `uname -r`, for module names")
+@click.option("-v", "--verbose", is_flag=True, help="show all evidence and the full fix")
+@click.pass_context
+def diagnose(
+    ctx: click.Context,
+    log: str,
+    output: str,
+    container: str | None,
+    backend: str | None,
+    kernel_release: str | None,
+    verbose: bool,
+) -> None:
+    """Explain why a mesh's init container or CNI plugin failed, from its log.
+
+    Reads FILE (or standard input with -): istio-init, istio-validation, istio-cni, ztunnel,
+    linkerd-init / proxy-init, linkerd-network-validator, kuma-init and other iptables-based init
+    containers, in any form: plain text, Istio's timestamped lines, JSON lines, logrus key=value,
+    `kubectl describe` Message blocks, containerd log files, SELinux audit (AVC) lines.
+
+    Exit 0 when nothing wrong is found, 1 when a problem is found, 2 on bad input.
+    """
+    text, source = read_log(log)
+    context = DiagnoseContext(
+        backend=Backend(backend) if backend else None,
+        container=container,
+        kernel_release=kernel_release,
+    )
+    diagnosis = diagnose_text(text, source, context)
+    if output == "json":
+        from meshready.cli.output import emit_json
+
+        emit_json(diagnosis.to_dict())
+    else:
+        render(diagnosis, verbose)
+    ctx.exit(0 if diagnosis.ok else 1)
+
+
+def render(diagnosis: Diagnosis, verbose: bool = False) -> None:
+    from rich.markup import escape
+
+    from meshready.cli.output import console
+
+    out = console()
+    if diagnosis.ok:
+        out.print(
+            f"[bold green]NOTHING WRONG[/]: {escape(diagnosis.source)} ({diagnosis.lines} lines) "
+            "shows no interception failure."
+        )
+        return
+    head = f"{escape(diagnosis.source)}: {len(diagnosis.findings)} finding"
+    head += "s" if len(diagnosis.findings) != 1 else ""
+    if diagnosis.backend:
+        head += f"  (backend {diagnosis.backend}"
+        head += f", kernel {escape(diagnosis.kernel_release)})" if diagnosis.kernel_release else ")"
+    out.print(head)
+    for n, finding in enumerate(diagnosis.findings, start=1):
+        _render_finding(out, n, finding, verbose, first=n == 1)
+
+
+def _render_finding(out: Any, n: int, f: Finding, verbose: bool, first: bool) -> None:
+    from rich.markup import escape
+
+    style = "bold red" if first else "bold yellow"
+    out.print()
+    out.print(
+        f"[{style}]{n}. {f.cause}[/]: {escape(f.title)}  [dim](confidence {f.confidence:.2f})[/]"
+    )
+    if f.modules:
+        out.print(f"   modules: [bold]{escape(' '.join(f.modules))}[/]")
+    out.print(f"   {escape(f.explanation)}", soft_wrap=False)
+    shown = f.evidence_lines if verbose else f.evidence_lines[:3]
+    if shown:
+        out.print("   evidence:")
+        for ev in shown:
+            out.print(f"     [dim]{ev.line}:[/] {escape(ev.text)}")
+        hidden = len(f.evidence_lines) - len(shown)
+        if hidden:
+            out.print(f"     [dim](+{hidden} more; -v shows all)[/]")
+    if f.fix.commands:
+        out.print("   fix (on the node):")
+        for cmd in f.fix.commands:
+            out.print(f"     $ {escape(cmd)}")
+    if f.fix.modules_load_conf and verbose:
+        out.print("   /etc/modules-load.d/meshready.conf:")
+        for line in f.fix.modules_load_conf.splitlines():
+            out.print(f"     {escape(line)}")
+    if f.fix.meshready:
+        out.print("   with meshready:")
+        for cmd in f.fix.meshready:
+            out.print(f"     $ {escape(cmd)}")
+    notes = f.fix.notes if verbose or first else f.fix.notes[:1]
+    for note in notes:
+        out.print(f"   - {escape(note)}")

@@ -1,0 +1,190 @@
+"""Find the interception rules a log prints and derive every module they need.
+
+istio-init prints the iptables-restore input it is about to apply ("Writing following contents to
+rules file", "Running iptables-restore with the following input"); linkerd-init and istio-cni print
+each ``iptables -t nat -A ...`` command; kuma-init prints its rules file; native nft modes print nft
+commands. Logs cut rules short, repeat them and mix them with other text, so extraction is lenient:
+each rule is parsed on its own and rules that do not parse are skipped. The modules come from the
+same derivation and resolution as ``meshready check`` (rules.derive, assess.resolve).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from meshready.assess.resolve import knowledge_index, resolve_request
+from meshready.diagnose.readers import LogLine
+from meshready.errors import InputError
+from meshready.knowledge.iptables import STANDARD_TARGETS, TABLES
+from meshready.knowledge.renames import parse_kernel_version
+from meshready.knowledge.requests import Backend, Family, Need
+from meshready.rules.derive import needs_for
+from meshready.rules.iptables_parser import parse_iptables
+from meshready.rules.model import NftRuleset, Ruleset, XtRuleset
+from meshready.rules.nft_parser import parse_nft
+
+_TABLE_HEAD = re.compile(r"^\*\s*(?P<table>\w+)\s*$")
+_CHAIN_DECL = re.compile(r"^:(?P<chain>[\w-]+)\s")
+_RULE = re.compile(r"^(?P<cmd>-[AINR]|--(?:append|insert|new-chain|replace))\s+(?P<chain>[\w-]+)")
+_COMMAND = re.compile(
+    r"(?:^|\s|[>;+]\s?)(?P<bin>(?:/\S*/)?ip6?tables(?:-legacy|-nft)?)\s+(?P<args>.*)$"
+)
+_SHELL_PREFIX = re.compile(r"^(?:[<>+]+\s*|:;\s*|\$\s+|>>\s*nsenter\s+\[\S+\s+)")
+_NFT_CMD = re.compile(
+    r"^(?:nft\s+)?(?P<verb>add|insert|create|replace)\s+(?P<obj>table|chain|rule)\s+(?P<rest>.+)$"
+)
+_TARGET = re.compile(r"(?:^|\s)(?:-j|--jump|-g|--goto)\s+(?P<t>[\w-]+)")
+
+
+@dataclass
+class LogRules:
+    """Rules found in a log: per (family, table) the rule lines, and nft commands."""
+
+    xt: dict[tuple[Family, str], list[tuple[int, str]]] = field(default_factory=dict)
+    chains: dict[tuple[Family, str], set[str]] = field(default_factory=dict)
+    nft: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not self.xt and not self.nft
+
+    def rule_at(self, restore_line: int) -> str | None:
+        """The rule that an iptables-restore 'line N' points at, when the log printed the file."""
+        for rules in self.xt.values():
+            for number, text in rules:
+                if number == restore_line:
+                    return text
+        return None
+
+
+def find_rules(lines: list[LogLine]) -> LogRules:
+    found = LogRules()
+    table: str | None = None
+    family = Family.IPV4
+    block_line = 0
+    seen: set[tuple[Family, str, str]] = set()
+    intro = ""
+    for ln in lines:
+        text = _SHELL_PREFIX.sub("", ln.text.strip())
+        head = _TABLE_HEAD.match(text)
+        if head and head.group("table") in TABLES:
+            table = head.group("table")
+            family = Family.IPV6 if "ip6tables" in intro else Family.IPV4
+            block_line = 0
+            continue
+        if table is not None:
+            block_line += 1
+            if text == "COMMIT":
+                table = None
+                continue
+            decl = _CHAIN_DECL.match(text)
+            if decl:
+                found.chains.setdefault((family, table), set()).add(decl.group("chain"))
+                continue
+            if _RULE.match(text):
+                _add(found, seen, family, table, text, block_line + 1)
+                continue
+            if text.startswith("#") or not text:
+                continue
+            table = None  # the block ended without COMMIT (cut short)
+        cmd = _COMMAND.search(text)
+        if cmd and re.search(r"\s(?:-[AINR]|--append|--insert|--new-chain)\s", f" {cmd['args']} "):
+            fam = Family.IPV6 if "ip6tables" in cmd.group("bin") else Family.IPV4
+            args = cmd.group("args")
+            tbl = "filter"
+            tm = re.search(r"(?:^|\s)(?:-t|--table)\s+(\w+)", args)
+            if tm:
+                tbl = tm.group(1)
+                args = (args[: tm.start()] + args[tm.end() :]).strip()
+            if tbl in TABLES and _RULE.match(args):
+                _add(found, seen, fam, tbl, args, ln.lineno)
+            continue
+        nm = _NFT_CMD.match(text)
+        if nm:
+            found.nft.append((ln.lineno, f"{nm['verb']} {nm['obj']} {nm['rest']}"))
+            continue
+        intro = text.lower()
+    return found
+
+
+def _add(
+    found: LogRules,
+    seen: set[tuple[Family, str, str]],
+    family: Family,
+    table: str,
+    text: str,
+    number: int,
+) -> None:
+    text = re.sub(r"\s+-m comment --comment\s+(\"[^\"]*\"|\S+)", "", text)
+    key = (family, table, text)
+    chains = found.chains.setdefault((family, table), set())
+    rm = _RULE.match(text)
+    if rm:
+        chains.add(rm.group("chain"))
+    for tm in _TARGET.finditer(text):
+        name = tm.group("t")
+        if name not in STANDARD_TARGETS and ("_" in name or "-" in name or name != name.upper()):
+            chains.add(name)
+    if key in seen:
+        return
+    seen.add(key)
+    found.xt.setdefault((family, table), []).append((number, text))
+
+
+def rulesets(found: LogRules) -> list[Ruleset]:
+    """Parsed rulesets, one rule at a time so that one bad line does not lose the rest."""
+    out: list[Ruleset] = []
+    for (family, table), rules in found.xt.items():
+        chains = sorted(found.chains.get((family, table), set()))
+        header = [f"*{table}"] + [f":{c} - [0:0]" for c in chains]
+        good: list[str] = []
+        for _number, rule in rules:
+            if rule.startswith(("-N", "--new-chain")):
+                continue
+            text = "\n".join([*header, rule, "COMMIT"])
+            try:
+                parse_iptables(text, "log", family)
+            except InputError:
+                continue
+            good.append(rule)
+        if good:
+            out.append(parse_iptables("\n".join([*header, *good, "COMMIT"]), "log", family))
+    if found.nft:
+        kept: list[str] = []
+        for _number, cmd in found.nft:
+            try:
+                parse_nft("\n".join([*kept, cmd]), "log")
+            except InputError:
+                continue
+            kept.append(cmd)
+        if kept:
+            nft = parse_nft("\n".join(kept), "log")
+            if nft.rules or nft.chains:
+                out.append(nft)
+    return out
+
+
+def modules_for_rules(
+    found: LogRules, backend: Backend, kernel_release: str | None
+) -> tuple[tuple[str, ...], tuple[Need, ...]]:
+    """The modules (by real name, in need order) the log's rules ask for under ``backend``."""
+    sets = rulesets(found)
+    xt = [r for r in sets if isinstance(r, XtRuleset)]
+    nft = [r for r in sets if isinstance(r, NftRuleset)]
+    needs: list[Need] = []
+    if xt and backend is not Backend.NFTABLES:
+        needs.extend(needs_for(xt, backend))
+    if nft:
+        needs.extend(needs_for(nft, Backend.NFTABLES))
+    return modules_for_needs(needs, kernel_release), tuple(needs)
+
+
+def modules_for_needs(needs: list[Need], kernel_release: str | None) -> tuple[str, ...]:
+    index = knowledge_index(parse_kernel_version(kernel_release or ""))
+    modules: list[str] = []
+    for need in needs:
+        for module in resolve_request(need.request, index).modules:
+            if module not in modules:
+                modules.append(module)
+    return tuple(modules)

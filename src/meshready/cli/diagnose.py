@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from meshready.cli.kube import kube_options
 from meshready.diagnose.engine import diagnose_text
 from meshready.diagnose.model import DiagnoseContext, Diagnosis, Finding
 from meshready.errors import InputError
@@ -75,6 +76,21 @@ def read_log(spec: str) -> tuple[str, str]:
 )
 @click.option("--kernel-release", metavar="R", help="the node's `uname -r`, for module names")
 @click.option("-v", "--verbose", is_flag=True, help="show all evidence and the full fix")
+@click.option(
+    "--cluster",
+    is_flag=True,
+    help="find failed mesh init containers and CNI/ztunnel pods in the cluster and diagnose them",
+)
+@click.option("-n", "--namespace", metavar="NS", help="with --cluster: only this namespace")
+@click.option("-l", "--selector", metavar="K=V[,K=V]", help="with --cluster: pod label selector")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 64),
+    default=8,
+    show_default=True,
+    help="with --cluster: log reads at once",
+)
+@kube_options
 @click.pass_context
 def diagnose(
     ctx: click.Context,
@@ -84,6 +100,12 @@ def diagnose(
     backend: str | None,
     kernel_release: str | None,
     verbose: bool,
+    cluster: bool,
+    namespace: str | None,
+    selector: str | None,
+    concurrency: int,
+    kubeconfig: Path | None,
+    context: str | None,
 ) -> None:
     """Explain why a mesh's init container or CNI plugin failed, from its log.
 
@@ -92,15 +114,25 @@ def diagnose(
     containers, in any form: plain text, Istio's timestamped lines, JSON lines, logrus key=value,
     `kubectl describe` Message blocks, containerd log files, SELinux audit (AVC) lines.
 
+    With --cluster, read the logs of every failed mesh init container and mesh CNI/ztunnel pod
+    (the previous attempt too), group them by node and cause, and cross-reference each node's
+    readiness as the meshready agent published it.
+
     Exit 0 when nothing wrong is found, 1 when a problem is found, 2 on bad input.
     """
+    if cluster:
+        from meshready.cli.diagnose_cluster import diagnose_cluster
+
+        ctx.exit(
+            diagnose_cluster(kubeconfig, context, namespace, selector, concurrency, output, verbose)
+        )
     text, source = read_log(log)
-    context = DiagnoseContext(
+    log_context = DiagnoseContext(
         backend=Backend(backend) if backend else None,
         container=container,
         kernel_release=kernel_release,
     )
-    diagnosis = diagnose_text(text, source, context)
+    diagnosis = diagnose_text(text, source, log_context)
     if output == "json":
         from meshready.cli.output import emit_json
 

@@ -13,7 +13,7 @@ _COMMANDS = (
     ("meshready.cli.probe", "probe"),
     ("meshready.cli.render", "render"),
     ("meshready.cli.diagnose", "diagnose"),
-    ("meshready.cli.cluster", "status"),
+    ("meshready.cli.status", "status"),
     ("meshready.cli.cluster", "install"),
     ("meshready.cli.cluster", "uninstall"),
     ("meshready.cli.agent", "agent"),

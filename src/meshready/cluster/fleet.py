@@ -1,0 +1,180 @@
+"""The fleet view of node readiness, from what the agents publish (never by exec into nodes).
+
+``read_fleet`` makes a bounded number of requests whatever the node count: paginated lists of Nodes
+and of the agent's Pods (``limit``/``continue``, ``PAGE_SIZE`` per page). ``fleet_rows`` is pure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import Client
+from lightkube.resources.core_v1 import Node, Pod
+
+from meshready.cluster.names import DEFAULT_NAMESPACE, SELECTOR_LABELS
+from meshready.cluster.published import NodeState, read_node_state
+
+PAGE_SIZE = 500
+# A published check older than this, with no heartbeat since, is shown as stale.
+STALE_AFTER_SECONDS = 3600
+
+
+@dataclass(frozen=True)
+class AgentPod:
+    name: str
+    node: str
+    phase: str
+    ready: bool
+    detail: str  # e.g. "CrashLoopBackOff" when not ready
+
+
+@dataclass(frozen=True)
+class FleetRow:
+    node: str
+    agent: str  # running | not-running | missing
+    ready: bool | None  # None: unknown
+    reason: str  # the condition's reason, or why the state is unknown
+    backend: str | None
+    kernel: str | None
+    missing: tuple[str, ...]
+    checked_seconds_ago: float | None
+    message: str
+    taints: tuple[str, ...]
+
+    @property
+    def ready_word(self) -> str:
+        return "unknown" if self.ready is None else ("true" if self.ready else "false")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "node": self.node,
+            "agent": self.agent,
+            "ready": self.ready,
+            "reason": self.reason,
+            "backend": self.backend,
+            "kernel": self.kernel,
+            "missing": list(self.missing),
+            "checkedSecondsAgo": None
+            if self.checked_seconds_ago is None
+            else round(self.checked_seconds_ago),
+            "message": self.message,
+            "taints": list(self.taints),
+        }
+
+
+@dataclass(frozen=True)
+class Fleet:
+    rows: tuple[FleetRow, ...]
+
+    @property
+    def counts(self) -> dict[str, int]:
+        out = {"ready": 0, "notReady": 0, "unknown": 0}
+        for row in self.rows:
+            key = "unknown" if row.ready is None else ("ready" if row.ready else "notReady")
+            out[key] += 1
+        return out
+
+    @property
+    def all_ready(self) -> bool:
+        return bool(self.rows) and all(r.ready for r in self.rows)
+
+    def summary(self) -> str:
+        c = self.counts
+        return (
+            f"{len(self.rows)} nodes: {c['ready']} ready, {c['notReady']} not ready, "
+            f"{c['unknown']} unknown"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "summary": self.summary(),
+            "counts": self.counts,
+            "allReady": self.all_ready,
+            "nodes": [r.to_dict() for r in self.rows],
+        }
+
+
+def agent_pods(pods: Iterable[Pod]) -> dict[str, AgentPod]:
+    """node name -> the agent pod on it (the running one, if several)."""
+    out: dict[str, AgentPod] = {}
+    for pod in pods:
+        node = pod.spec.nodeName if pod.spec else None
+        if not node or pod.metadata is None:
+            continue
+        phase = (pod.status.phase if pod.status else None) or "Unknown"
+        statuses = (pod.status.containerStatuses if pod.status else None) or []
+        ready = phase == "Running" and bool(statuses) and all(s.ready for s in statuses)
+        detail = phase
+        for status in statuses:
+            if status.state and status.state.waiting and status.state.waiting.reason:
+                detail = status.state.waiting.reason
+        candidate = AgentPod(pod.metadata.name or "", node, phase, ready, detail)
+        if node not in out or (candidate.ready and not out[node].ready):
+            out[node] = candidate
+    return out
+
+
+def fleet_rows(
+    states: Sequence[NodeState], agents: dict[str, AgentPod], now: datetime | None = None
+) -> list[FleetRow]:
+    now = now or datetime.now(UTC)
+    rows = []
+    for state in sorted(states, key=lambda s: s.name):
+        agent = agents.get(state.name)
+        agent_word = "missing" if agent is None else ("running" if agent.ready else "not-running")
+        ready = state.ready
+        reason = state.condition.reason or "" if state.condition else ""
+        message = (state.condition.message or "") if state.condition else ""
+        heartbeat = state.condition.last_heartbeat if state.condition else None
+        age = (now - heartbeat).total_seconds() if heartbeat else None
+        if not state.published:
+            ready = None
+            reason = "NoAgent" if agent is None else "NotReportedYet"
+            message = (
+                "no meshready agent on this node (install it, or check the DaemonSet's "
+                "nodeSelector and tolerations)"
+                if agent is None
+                else f"agent pod {agent.name} has not published yet ({agent.detail})"
+            )
+        elif state.stale:
+            ready = None
+            reason = "StaleReport"
+            message = "the report predates the node's last boot; the agent has not re-checked"
+        elif age is not None and age > STALE_AFTER_SECONDS and agent_word != "running":
+            ready = None
+            reason = "AgentGone"
+            message = f"last check {int(age)}s ago and the agent is {agent_word}"
+        report = state.report or {}
+        missing = tuple(
+            state.modules("loadable") + state.modules("absent") + state.modules("unknown")
+        )
+        rows.append(
+            FleetRow(
+                node=state.name,
+                agent=agent_word,
+                ready=ready,
+                reason=reason,
+                backend=state.backend_label or report.get("backend"),
+                kernel=report.get("kernel") or state.kernel,
+                missing=missing,
+                checked_seconds_ago=age,
+                message=message,
+                taints=tuple(f"{t.key}:{t.effect}" for t in state.taints),
+            )
+        )
+    return rows
+
+
+def read_node_states(client: Client) -> list[NodeState]:
+    return [read_node_state(n) for n in client.list(Node, chunk_size=PAGE_SIZE)]
+
+
+def read_fleet(client: Client, agent_namespace: str = DEFAULT_NAMESPACE) -> Fleet:
+    """Nodes and agent pods, each in pages of PAGE_SIZE: ceil(n/500) + ceil(a/500) requests."""
+    states = read_node_states(client)
+    selector: dict[str, Any] = dict(SELECTOR_LABELS)
+    pods = client.list(Pod, namespace=agent_namespace, labels=selector, chunk_size=PAGE_SIZE)
+    return Fleet(tuple(fleet_rows(states, agent_pods(pods))))

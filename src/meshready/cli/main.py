@@ -8,12 +8,26 @@ import sys
 import click
 
 from meshready import __version__
-from meshready.cli.check import check
-from meshready.cli.needs import needs, profiles
+from meshready.cli import registry
 from meshready.errors import MeshreadyError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+class LazyGroup(click.Group):
+    """Commands from the registry, imported when used."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in registry.COMMANDS if registry.available(name)]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in registry.COMMANDS or not registry.available(cmd_name):
+            return None
+        return registry.load(cmd_name)
+
+
+@click.group(
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+)
 @click.version_option(__version__, prog_name="meshready")
 def cli() -> None:
     """Make Kubernetes nodes ready for service-mesh traffic interception.
@@ -22,21 +36,7 @@ def cli() -> None:
     """
 
 
-cli.add_command(check)
-cli.add_command(needs)
-cli.add_command(profiles)
-
-
-def _register_optional() -> None:
-    # Commands contributed by other front-end modules register themselves here.
-    from meshready.cli import registry
-
-    for command in registry.commands():
-        cli.add_command(command)
-
-
 def main(argv: list[str] | None = None) -> int:
-    _register_optional()
     try:
         result = cli.main(args=argv, prog_name=_prog_name(), standalone_mode=False)
     except MeshreadyError as exc:

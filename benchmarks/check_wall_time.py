@@ -24,18 +24,34 @@ def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 10
     release = "6.1.0-56-cloud-amd64"
     full = cache_dir() / "kernels" / release / "lib" / "modules" / release
-    modules_dir = full if (full / "modules.dep").is_file() else REPO / "tests/data/kernels" / release
+    modules_dir = (
+        full if (full / "modules.dep").is_file() else REPO / "tests/data/kernels" / release
+    )
     lsmod = REPO.parent / "shared" / "cases" / "oke-ol8-istio-1.17" / "lsmod.txt"
     exe = str(Path(sys.executable).parent / "meshready")
     cmds = {
         "check (live, this machine)": [exe, "check", "-o", "json"],
         "check (offline, full index)": [
-            exe, "check", "--lsmod", str(lsmod), "--kernel-release", release,
-            "--modules-dir", str(modules_dir), "-o", "json",
+            exe,
+            "check",
+            "--lsmod",
+            str(lsmod),
+            "--kernel-release",
+            release,
+            "--modules-dir",
+            str(modules_dir),
+            "-o",
+            "json",
         ],
         "check (offline, table output)": [
-            exe, "check", "--lsmod", str(lsmod), "--kernel-release", release,
-            "--modules-dir", str(modules_dir),
+            exe,
+            "check",
+            "--lsmod",
+            str(lsmod),
+            "--kernel-release",
+            release,
+            "--modules-dir",
+            str(modules_dir),
         ],
         "python -c pass (floor)": [sys.executable, "-c", "pass"],
     }
@@ -47,8 +63,10 @@ def main() -> None:
             start = time.perf_counter()
             subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
             times.append(time.perf_counter() - start)
-        print(f"{label:32} median {statistics.median(times) * 1000:6.1f} ms  "
-              f"max {max(times) * 1000:6.1f} ms  ({runs} runs)")
+        print(
+            f"{label:32} median {statistics.median(times) * 1000:6.1f} ms  "
+            f"max {max(times) * 1000:6.1f} ms  ({runs} runs)"
+        )
 
 
 if __name__ == "__main__":

@@ -487,7 +487,13 @@ def build_payload(
     shutil.copy2(VM_DIR / "guest-init", root / "init")
     (root / "init").chmod(0o755)
     out_dev = "/dev/ttyS1" if k.arch == "amd64" else "/dev/console"
-    conf = {"MR_AUTOLOAD": autoload, "MR_OUT": out_dev, "MR_KERNEL_ALIAS": k.alias, **env}
+    conf = {
+        "MR_AUTOLOAD": autoload,
+        "MR_OUT": out_dev,
+        "MR_KERNEL_ALIAS": k.alias,
+        "MR_KERNEL_RELEASE": k.release,
+        **env,
+    }
     (mr / "run.conf").write_text("".join(f"{n}={shlex.quote(v)}\n" for n, v in conf.items()))
     (mr / "cmd").write_text("#!/bin/sh\n" + shlex.join(argv) + "\n")
     (mr / "cmd").chmod(0o755)
@@ -514,9 +520,15 @@ def build_payload(
         opt.mkdir(parents=True)
         shutil.copytree(deps_dir, opt / "deps", symlinks=True)
         shutil.copytree(site_dir, opt / "site", symlinks=True)
+        paths = ["/opt/meshready/site", "/opt/meshready/deps"]
+        # A debugging aid: more pure-Python directories for the guest's sys.path.
+        extra = os.environ.get("MESHREADY_VM_EXTRA_PYTHONPATH", "")
+        for i, d in enumerate(p for p in extra.split(":") if p):
+            shutil.copytree(d, opt / f"extra{i}", symlinks=True)
+            paths.append(f"/opt/meshready/extra{i}")
         pth = root / "usr/lib/python3/dist-packages"
         pth.mkdir(parents=True)
-        (pth / "meshready-vm.pth").write_text("/opt/meshready/site\n/opt/meshready/deps\n")
+        (pth / "meshready-vm.pth").write_text("".join(p + "\n" for p in paths))
         wrapper = root / "usr/local/bin/meshready"
         wrapper.parent.mkdir(parents=True)
         wrapper.write_text('#!/bin/sh\nexec python3 -m meshready.cli.main "$@"\n')

@@ -49,8 +49,9 @@ def test_x_tables_inferred_built_in_with_xt_tcpudp() -> None:
 
 
 def test_check_cli_on_the_case(run_cli) -> None:  # type: ignore[no-untyped-def]
-    result = run_cli("check", "--lsmod", str(CASE / "lsmod.txt"), "--kernel-release", RELEASE,
-                     "-o", "json")
+    result = run_cli(
+        "check", "--lsmod", str(CASE / "lsmod.txt"), "--kernel-release", RELEASE, "-o", "json"
+    )
     assert result.code == 1
     data = json.loads(result.out)
     assert data["ready"] is False

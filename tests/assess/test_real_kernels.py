@@ -34,7 +34,9 @@ def _files() -> list[tuple[str, Backend]]:
 
 def test_expected_covers_every_shared_file() -> None:
     rules = shared_dir() / "rules"
-    files = {f"{p.parent.name}/{p.name}" for p in rules.glob("*/*") if p.suffix in (".rules", ".nft")}
+    files = {
+        f"{p.parent.name}/{p.name}" for p in rules.glob("*/*") if p.suffix in (".rules", ".nft")
+    }
     covered = {k.rsplit(":", 1)[0] for k in EXPECTED}
     assert files == covered
 
@@ -50,8 +52,9 @@ def test_module_set_on_debian_61(name: str, backend: Backend) -> None:
     assert not report.unresolved
 
 
-@pytest.mark.parametrize("kernel", [DEBIAN_61_AMD64, DEBIAN_61_ARM64, DEBIAN_612_AMD64],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "kernel", [DEBIAN_61_AMD64, DEBIAN_61_ARM64, DEBIAN_612_AMD64], ids=lambda p: p.name
+)
 def test_load_order_puts_dependencies_first(kernel: Path) -> None:
     facts = gather_offline(None, None, kernel)
     assert facts.index is not None
@@ -73,15 +76,28 @@ def test_6_12_ships_compressed_modules_and_same_names() -> None:
     ruleset = load_rules_file(str(shared_dir() / "rules" / "sidecar-nft" / "tproxy.nft"))
     report = assess(needs_for([ruleset], Backend.NFTABLES), facts, Backend.NFTABLES)
     direct = {m.name for m in report.modules if m.direct}
-    assert {"nf_tables", "nfnetlink", "nft_chain_nat", "nft_redir", "nft_tproxy", "nft_ct"} <= direct
+    assert {
+        "nf_tables",
+        "nfnetlink",
+        "nft_chain_nat",
+        "nft_redir",
+        "nft_tproxy",
+        "nft_ct",
+    } <= direct
     assert all(m.state is State.LOADABLE for m in report.modules if m.name in direct)
 
 
 def test_arm64_has_no_crc32c_intel_softdep() -> None:
     ruleset = load_rules_file(str(shared_dir() / "rules" / "sidecar-iptables" / "tproxy.v4.rules"))
-    amd = assess(needs_for([ruleset], Backend.LEGACY), gather_offline(None, None, DEBIAN_61_AMD64),
-                 Backend.LEGACY)
-    arm = assess(needs_for([ruleset], Backend.LEGACY), gather_offline(None, None, DEBIAN_61_ARM64),
-                 Backend.LEGACY)
+    amd = assess(
+        needs_for([ruleset], Backend.LEGACY),
+        gather_offline(None, None, DEBIAN_61_AMD64),
+        Backend.LEGACY,
+    )
+    arm = assess(
+        needs_for([ruleset], Backend.LEGACY),
+        gather_offline(None, None, DEBIAN_61_ARM64),
+        Backend.LEGACY,
+    )
     assert "crc32c_intel" in amd.load_order  # libcrc32c's soft dependency through the crc32c alias
     assert "crc32c_intel" not in arm.load_order

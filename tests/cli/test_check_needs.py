@@ -20,11 +20,15 @@ def test_check_on_this_machine_is_ready_with_everything_built_in(run_cli) -> Non
     assert data["ready"] is True
     assert data["schema"] == "meshready.io/report/v1"
     assert data["modules"] and all(m["state"] == "builtin" for m in data["modules"])
-    assert {"ip_tables", "iptable_nat", "xt_REDIRECT", "xt_owner"} <= {m["name"] for m in data["modules"]}
+    assert {"ip_tables", "iptable_nat", "xt_REDIRECT", "xt_owner"} <= {
+        m["name"] for m in data["modules"]
+    }
 
 
 def test_check_human_table(run_cli) -> None:  # type: ignore[no-untyped-def]
-    result = run_cli("check", "--lsmod", str(CASE / "lsmod.txt"), "--kernel-release", "5.15.0-1.el8uek")
+    result = run_cli(
+        "check", "--lsmod", str(CASE / "lsmod.txt"), "--kernel-release", "5.15.0-1.el8uek"
+    )
     assert result.code == 1
     assert "NOT READY" in result.out and "ip_tables" in result.out
 
@@ -39,8 +43,16 @@ def test_needs_lines_and_json_contract(run_cli) -> None:  # type: ignore[no-unty
     data = json.loads(result.out)
     assert data["kernel_release"] == "6.1.0-56-cloud-amd64"
     assert data["load_order"] == order
-    assert set(data["direct"]) == {"ip_tables", "iptable_nat", "iptable_raw", "xt_CT", "xt_REDIRECT",
-                                   "xt_multiport", "xt_owner", "xt_tcpudp"}
+    assert set(data["direct"]) == {
+        "ip_tables",
+        "iptable_nat",
+        "iptable_raw",
+        "xt_CT",
+        "xt_REDIRECT",
+        "xt_multiport",
+        "xt_owner",
+        "xt_tcpudp",
+    }
     assert data["unresolved"] == []
     owner = next(m for m in data["modules"] if m["name"] == "xt_owner")
     assert owner["direct"] and owner["requested_by"] == ["ipt_owner"] and not owner["builtin"]
@@ -62,18 +74,28 @@ def test_profiles_list(run_cli) -> None:  # type: ignore[no-untyped-def]
         (["check", "--rules", "BAD_RULES"], "BAD_RULES:2:"),
         (["needs", "--rules", "BAD_RULES", "--modules-dir", "/nonexistent"], "BAD_RULES:2:"),
         (["needs", "--modules-dir", "/tmp"], "no modules.dep here"),
-        (["check", "--profile", "istio-sidecar-nftables", "--backend", "legacy"], "runs on nftables"),
+        (
+            ["check", "--profile", "istio-sidecar-nftables", "--backend", "legacy"],
+            "runs on nftables",
+        ),
         (["check", "--bogus"], "No such option"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(
-    run_cli, tmp_path: Path, args: list[str], fragment: str  # type: ignore[no-untyped-def]
+    run_cli,
+    tmp_path: Path,
+    args: list[str],
+    fragment: str,  # type: ignore[no-untyped-def]
 ) -> None:
     bad_lsmod = tmp_path / "lsmod.txt"
     bad_lsmod.write_text("Module Size Used by\nxt_owner lots 1\n")
     bad_rules = tmp_path / "bad.rules"
     bad_rules.write_text("*nat\n-A OUTPUT -m\nCOMMIT\n")
-    subst = {"LSMOD": str(CASE / "lsmod.txt"), "BAD_LSMOD": str(bad_lsmod), "BAD_RULES": str(bad_rules)}
+    subst = {
+        "LSMOD": str(CASE / "lsmod.txt"),
+        "BAD_LSMOD": str(bad_lsmod),
+        "BAD_RULES": str(bad_rules),
+    }
     argv = [subst.get(a, a) for a in args]
     result = run_cli(*argv)
     assert result.code == 2
@@ -87,11 +109,13 @@ def test_bad_input_is_one_line_and_exit_2(
 def test_console_scripts_and_kubectl_plugin_name() -> None:
     bindir = Path(sys.executable).parent
     for name in ("meshready", "kubectl-meshready"):
-        proc = subprocess.run([str(bindir / name), "--help"], capture_output=True, text=True,
-                              check=False)
+        proc = subprocess.run(
+            [str(bindir / name), "--help"], capture_output=True, text=True, check=False
+        )
         assert proc.returncode == 0, proc.stderr
         assert "check" in proc.stdout
-    proc = subprocess.run([str(bindir / "kubectl-meshready"), "nope"], capture_output=True,
-                          text=True, check=False)
+    proc = subprocess.run(
+        [str(bindir / "kubectl-meshready"), "nope"], capture_output=True, text=True, check=False
+    )
     assert proc.returncode == 2 and "kubectl meshready" in proc.stderr
     assert (REPO / "pyproject.toml").is_file()

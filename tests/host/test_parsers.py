@@ -30,8 +30,10 @@ def test_founding_lsmod_without_padding() -> None:
 
 
 def test_proc_modules_format_is_accepted_as_lsmod_input() -> None:
-    text = ("xt_owner 16384 1 - Live 0x0000000000000000\n"
-            "x_tables 53248 2 xt_owner,ip_tables, Live 0x0000000000000000\n")
+    text = (
+        "xt_owner 16384 1 - Live 0x0000000000000000\n"
+        "x_tables 53248 2 xt_owner,ip_tables, Live 0x0000000000000000\n"
+    )
     for loaded in (parse_proc_modules(text), parse_lsmod(text, "proc")):
         assert loaded.names == {"xt_owner", "x_tables"}
         assert loaded.users["x_tables"] == {"xt_owner", "ip_tables"}
@@ -39,7 +41,11 @@ def test_proc_modules_format_is_accepted_as_lsmod_input() -> None:
 
 @pytest.mark.parametrize(
     ("text", "line"),
-    [("Module Size Used by\nxt_owner big 0\n", 2), ("nonsense\n", 1), ("Module Size Used by\nx\n", 2)],
+    [
+        ("Module Size Used by\nxt_owner big 0\n", 2),
+        ("nonsense\n", 1),
+        ("Module Size Used by\nx\n", 2),
+    ],
 )
 def test_malformed_lsmod(text: str, line: int) -> None:
     with pytest.raises(InputError) as info:
@@ -140,8 +146,13 @@ def test_lsmod_round_trip(table: dict[str, tuple[int, int]]) -> None:
 
 @given(st.text(max_size=200))
 def test_parsers_fail_only_with_input_errors(text: str) -> None:
-    for parse in (parse_modules_dep, parse_modules_alias, parse_modules_softdep, parse_lsmod,
-                  parse_config):
+    for parse in (
+        parse_modules_dep,
+        parse_modules_alias,
+        parse_modules_softdep,
+        parse_lsmod,
+        parse_config,
+    ):
         try:
             parse(text, "fuzz")  # type: ignore[operator]
         except InputError as exc:

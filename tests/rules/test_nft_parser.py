@@ -56,11 +56,11 @@ table inet other { chain c { socket transparent 1 accept } }
 @pytest.mark.parametrize(
     ("text", "line", "fragment"),
     [
-        ("add rule inet t c comment \"open\n", 1, "unterminated string"),
+        ('add rule inet t c comment "open\n', 1, "unterminated string"),
         ("table inet t {\n chain c {\n", 2, "not closed"),
         ("bogus thing\n", 1, "not an nft command"),
         ("add chain inet t c { type nat }\n", 1, "type T hook H"),
-        ("include \"other.nft\"\n", 1, "include"),
+        ('include "other.nft"\n', 1, "include"),
         ("}\n", 1, "unexpected '}'"),
     ],
 )

@@ -119,3 +119,27 @@ def test_console_scripts_and_kubectl_plugin_name() -> None:
     )
     assert proc.returncode == 2 and "kubectl meshready" in proc.stderr
     assert (REPO / "pyproject.toml").is_file()
+
+
+def test_malformed_index_and_config_name_file_and_line(run_cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    moddir = tmp_path / "6.1.0-x"
+    moddir.mkdir()
+    (moddir / "modules.dep").write_text("kernel/a.ko:\nnot a dep line\n")
+    result = run_cli("needs", "--modules-dir", str(moddir))
+    assert result.code == 2
+    assert result.err.strip() == (
+        f"meshready: error: {moddir}/modules.dep:2: expected 'path.ko: deps...', "
+        "got 'not a dep line'"
+    )
+    config = tmp_path / "config"
+    config.write_text("CONFIG_MODULES=y\ngarbage\n")
+    result = run_cli(
+        "check",
+        "--lsmod",
+        str(CASE / "lsmod.txt"),
+        "--kernel-release",
+        "5.15",
+        "--kernel-config",
+        str(config),
+    )
+    assert result.code == 2 and f"{config}:2: not a kernel config line" in result.err

@@ -44,3 +44,29 @@ def test_offline_gather_from_lsmod_only() -> None:
     facts = gather_offline(CASE / "lsmod.txt", "5.15.0-1.el8uek.aarch64")
     assert facts.index is None and facts.config is None
     assert facts.loaded is not None and "nf_nat" in facts.loaded.names
+
+
+def test_boot_module_files_are_read_and_checked(tmp_path: Path) -> None:
+    from meshready.assess.assess import assess
+    from meshready.assess.plan import needs_from_options
+
+    release = (DEBIAN_61_AMD64 / "release").read_text().strip()
+    root = _fake_node(tmp_path, release)
+    conf = root.root / "etc" / "modules-load.d"
+    conf.mkdir(parents=True)
+    # The founding case's hand-written file: Istio's documented list, old names included.
+    (conf / "istio.conf").write_text("# istio\nbr_netfilter\nnf_conntrack_ipv4\nnf-nat\nxt_owner\n")
+    facts = gather_live(root)
+    assert facts.boot_modules == {
+        "/etc/modules-load.d/istio.conf": (
+            "br_netfilter",
+            "nf_conntrack_ipv4",
+            "nf_nat",
+            "xt_owner",
+        )
+    }
+    spec = needs_from_options(None, (), None)
+    notes = assess(spec.needs, facts, spec.backend).notes
+    flagged = [n for n in notes if "istio.conf lists" in n]
+    assert len(flagged) == 1 and "nf_conntrack_ipv4" in flagged[0]
+    assert "merged into nf_conntrack" in flagged[0]

@@ -7,7 +7,7 @@ from meshready.assess.resolve import close_over, knowledge_index, resolve_reques
 from meshready.host.facts import HostFacts
 from meshready.host.modindex import ModuleIndex
 from meshready.knowledge.modules import known_modules, module_symbol
-from meshready.knowledge.renames import parse_kernel_version
+from meshready.knowledge.renames import gone_on, parse_kernel_version, rename_for
 from meshready.knowledge.requests import Backend, Need
 
 
@@ -209,6 +209,29 @@ def _summary(ready: bool, modules: list[ModuleReport], unresolved: list[Unresolv
     return "not ready: " + "; ".join(parts)
 
 
+def _boot_module_notes(facts: HostFacts) -> list[str]:
+    """Names in modules-load.d files that this kernel does not have (systemd-modules-load fails)."""
+    version = parse_kernel_version(facts.release or "")
+    notes = []
+    for path, names in sorted(facts.boot_modules.items()):
+        for name in names:
+            rename = gone_on(name, version) or (rename_for(name) if facts.index else None)
+            if facts.index is not None and (facts.index.has(name) or name in facts.index.builtin):
+                continue
+            if rename is not None:
+                notes.append(
+                    f"{path} lists {name}, which does not exist on {facts.release} (merged into "
+                    f"{rename.new}; {rename.source}): systemd-modules-load fails on it at boot; "
+                    "remove the line"
+                )
+            elif facts.index is not None:
+                notes.append(
+                    f"{path} lists {name}, which is not in this kernel's module tree (built in, "
+                    "or absent): remove the line"
+                )
+    return notes
+
+
 def _notes(facts: HostFacts, modules: list[ModuleReport], load_order: tuple[str, ...]) -> list[str]:
     notes: list[str] = []
     builtin = [m.name for m in modules if m.state is State.BUILTIN]
@@ -222,6 +245,7 @@ def _notes(facts: HostFacts, modules: list[ModuleReport], load_order: tuple[str,
             f"to fix: meshready fix (loads, in order: {' '.join(load_order)}; and writes "
             "/etc/modules-load.d/meshready.conf so they load at boot)"
         )
+    notes.extend(_boot_module_notes(facts))
     if facts.modules_disabled:
         notes.append("kernel.modules_disabled=1: no module can be loaded until reboot")
     if (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from meshready.errors import InputError
@@ -27,6 +27,8 @@ class HostFacts:
     sysfs_modules: frozenset[str] | None = None
     modprobe_path: str | None = None  # /proc/sys/kernel/modprobe: the helper the kernel runs
     modules_disabled: bool | None = None  # /proc/sys/kernel/modules_disabled
+    # /etc/modules-load.d and friends: file -> module names listed (what loads at boot)
+    boot_modules: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:
@@ -38,6 +40,31 @@ def _read_text(path: Path) -> str | None:
         return path.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return None
+
+
+# systemd-modules-load's search path (modules-load.d(5)); later directories lose on equal names.
+MODULES_LOAD_DIRS = ("/etc/modules-load.d", "/run/modules-load.d", "/usr/lib/modules-load.d")
+
+
+def read_boot_modules(root: HostRoot) -> dict[str, tuple[str, ...]]:
+    """Module names each modules-load.d file lists (``#`` and ``;`` start comments)."""
+    out: dict[str, tuple[str, ...]] = {}
+    for directory in MODULES_LOAD_DIRS:
+        try:
+            files = sorted(p for p in root.path(directory).iterdir() if p.name.endswith(".conf"))
+        except OSError:
+            continue
+        for path in files:
+            text = _read_text(path)
+            if text is None:
+                continue
+            names = []
+            for line in text.splitlines():
+                word = line.split("#", 1)[0].split(";", 1)[0].strip()
+                if word:
+                    names.append(word.replace("-", "_"))
+            out[f"{directory}/{path.name}"] = tuple(names)
+    return out
 
 
 def running_release(root: HostRoot) -> str:
@@ -87,6 +114,7 @@ def gather_live(root: HostRoot | None = None, modules_dir: Path | None = None) -
         sysfs_modules=sysfs,
         modprobe_path=modprobe.strip() if modprobe else None,
         modules_disabled=(disabled.strip() == "1") if disabled else None,
+        boot_modules=read_boot_modules(root),
     )
 
 

@@ -1,0 +1,114 @@
+from __future__ import annotations
+
+import errno
+import os
+import tempfile
+
+import pytest
+
+from meshready import __version__
+from meshready.actions import persist
+from meshready.actions.persist import (
+    PERSIST_PATH,
+    check_writable,
+    persisted_modules,
+    read_persisted,
+    remove_persisted,
+    render_persist,
+    writable_hint,
+    write_persisted,
+)
+from meshready.errors import ActionError
+from tests.actions.fakehost import FakeHost
+
+MODULES = ["x_tables", "ip_tables", "iptable_nat", "xt_REDIRECT"]
+
+
+def content() -> str:
+    return render_persist(MODULES, profile="istio-sidecar", backend="legacy")
+
+
+def test_content_names_writer_and_is_date_free() -> None:
+    text = content()
+    header = [line for line in text.splitlines() if line.startswith("#")]
+    joined = " ".join(header)
+    assert f"meshready {__version__}" in joined
+    assert "profile istio-sidecar" in joined and "backend legacy" in joined
+    assert "meshready unfix" in joined
+    assert persisted_modules(text) == MODULES
+    assert text == content()  # byte-identical on every run
+    assert not any(ch.isdigit() for ch in joined.replace(__version__, ""))  # no date
+
+
+def test_render_refuses_bad_names() -> None:
+    with pytest.raises(ActionError):
+        render_persist(["ip_tables", "../../etc/shadow"], profile=None, backend="legacy")
+    with pytest.raises(ActionError):
+        render_persist(["ip_tables\nevil"], profile=None, backend="legacy")
+
+
+def test_write_creates_then_is_idempotent(host: FakeHost) -> None:
+    first = write_persisted(host.root, content())
+    assert first.action == "create" and first.changed
+    path = host.root.path(PERSIST_PATH)
+    assert path.read_text() == content()
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
+    inode, mtime = path.stat().st_ino, path.stat().st_mtime_ns
+    second = write_persisted(host.root, content())
+    assert second.action == "unchanged" and not second.changed
+    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (inode, mtime)  # not rewritten
+    assert sorted(p.name for p in path.parent.iterdir()) == ["meshready.conf"]  # no temp files
+
+
+def test_update_replaces_atomically(host: FakeHost) -> None:
+    write_persisted(host.root, content())
+    old_inode = host.root.path(PERSIST_PATH).stat().st_ino
+    new = render_persist([*MODULES, "xt_owner"], profile="istio-sidecar", backend="legacy")
+    assert write_persisted(host.root, new).action == "update"
+    assert read_persisted(host.root) == new
+    assert host.root.path(PERSIST_PATH).stat().st_ino != old_inode  # renamed into place
+
+
+def test_failed_write_leaves_nothing(host: FakeHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    real_replace = os.replace
+
+    def boom(src: str, dst: str) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(persist.os, "replace", boom)
+    with pytest.raises(ActionError, match="read-only file system"):
+        write_persisted(host.root, content())
+    monkeypatch.setattr(persist.os, "replace", real_replace)
+    d = host.root.path("/etc/modules-load.d")
+    assert list(d.iterdir()) == []  # the temporary file was removed
+
+
+def test_check_writable_real_and_read_only(host: FakeHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    check_writable(host.root)  # creates and removes a probe file
+    assert not host.root.path("/etc/modules-load.d").exists()
+    assert list(host.root.path("/etc").iterdir()) == []
+    assert writable_hint(host.root) is None
+
+    def rofs(*args: object, **kwargs: object) -> tuple[int, str]:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(tempfile, "mkstemp", rofs)
+    with pytest.raises(ActionError) as err:
+        check_writable(host.root)
+    assert "read-only file system" in err.value.one_line()
+    assert "\n" not in err.value.one_line()
+
+
+def test_remove(host: FakeHost) -> None:
+    assert remove_persisted(host.root) is False
+    write_persisted(host.root, content())
+    assert remove_persisted(host.root) is True
+    assert not host.root.path(PERSIST_PATH).exists()
+    assert remove_persisted(host.root) is False
+
+
+def test_remove_refuses_foreign_file(host: FakeHost) -> None:
+    host.write(PERSIST_PATH, "ip_tables\n")
+    with pytest.raises(ActionError, match="not written by meshready"):
+        remove_persisted(host.root)
+    assert host.root.path(PERSIST_PATH).exists()

@@ -1,0 +1,143 @@
+"""The probe's pure parts: rule texts, redirect ports, proxy identity, inplace rewriting."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meshready.actions.probe import (
+    ProbeFailure,
+    hide_nft,
+    hide_xt,
+    probe,
+    redirect_ports,
+    rule_texts,
+    to_restore,
+)
+from meshready.actions.probe_targets import PROBE_TARGETS, derive_target, target_for
+from meshready.assess.plan import needs_from_options
+from meshready.errors import InputError
+from meshready.knowledge.profiles import PROFILES
+
+
+def test_every_profile_has_a_proxy_identity() -> None:
+    assert set(PROBE_TARGETS) == set(PROFILES)
+    assert PROBE_TARGETS["istio-sidecar"].proxy_uid == 1337
+    assert PROBE_TARGETS["linkerd"].proxy_uid == 2102
+    assert PROBE_TARGETS["istio-ambient"].proxy_mark == 0x3
+
+
+@pytest.mark.parametrize("name", sorted(PROFILES))
+def test_profile_texts_and_ports(name: str) -> None:
+    spec = needs_from_options(name, (), None)
+    texts = rule_texts(spec)
+    assert [t.source for t in texts] == list(spec.rules)
+    ports = redirect_ports(texts)
+    assert ports, "every profile redirects outbound traffic"
+    expected = {"linkerd": 4140}.get(name, 15001)
+    assert expected in ports
+    target = target_for(name, [t.text for t in texts])
+    assert str(target.dport) not in {str(p) for p in ports}
+
+
+def test_rules_files_keep_their_kind(tmp_path: Path) -> None:
+    v4 = tmp_path / "a.v4.rules"
+    v4.write_text("*nat\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n")
+    nft = tmp_path / "b.nft"
+    nft.write_text("add table inet t\nadd chain inet t o { type nat hook output priority 0 ; }\n"
+                   "add rule inet t o tcp dport 80 redirect to :15002\n")  # fmt: skip
+    spec = needs_from_options(None, (str(v4), str(nft)), "legacy")
+    kinds = [(t.kind, t.source) for t in rule_texts(spec)]
+    assert kinds == [("iptables", str(v4)), ("nft", str(nft))]
+    assert redirect_ports(rule_texts(spec)) == [15001, 15002]
+
+
+def test_command_lines_become_restore_input() -> None:
+    text = """# my rules
+iptables -t nat -N MESH_OUT
+iptables -w 5 -t nat -A OUTPUT -p tcp -j MESH_OUT
+iptables -t nat -A MESH_OUT -m owner --uid-owner 999 -j RETURN
+iptables -t nat -A MESH_OUT -p tcp -m comment --comment "send to proxy" -j REDIRECT --to-ports 7000
+iptables -t nat -P OUTPUT ACCEPT
+iptables -A INPUT -p tcp --dport 22 -j ACCEPT
+"""
+    out = to_restore(text)
+    assert out.splitlines() == [
+        "*nat",
+        ":MESH_OUT - [0:0]",
+        "-A OUTPUT -p tcp -j MESH_OUT",
+        "-A MESH_OUT -m owner --uid-owner 999 -j RETURN",
+        '-A MESH_OUT -p tcp -m comment --comment "send to proxy" -j REDIRECT --to-ports 7000',
+        "COMMIT",
+        "*filter",
+        "-A INPUT -p tcp --dport 22 -j ACCEPT",
+        "COMMIT",
+    ]
+    target = derive_target([out])
+    assert target.proxy_uid == 999 and target.app_uid not in (0, 999)
+
+
+def test_restore_input_is_kept() -> None:
+    text = PROFILES["istio-sidecar"].read("istio-sidecar.v4.rules")
+    assert to_restore(text) == text
+
+
+def test_derive_target_picks_a_port_the_rules_do_not_name() -> None:
+    t = derive_target(["-A X -p tcp --dport 8080 -j RETURN\n-A X -p tcp --dport 80 -j RETURN"])
+    assert t.dport == 9080 and t.proxy_uid is None
+    assert derive_target(["add rule inet t o meta skuid 555 counter return"]).proxy_uid == 555
+    assert derive_target(["add rule inet t o meta skuid != 555 counter return"]).proxy_uid is None
+    assert target_for("istio-sidecar", [], proxy_uid=7).proxy_uid == 7
+
+
+def test_hide_xt_renames_every_chain_and_touches_no_builtin() -> None:
+    text = PROFILES["istio-sidecar"].read("istio-sidecar.v4.rules")
+    out, created = hide_xt(text, "MRPabcd")
+    lines = out.splitlines()
+    assert lines[0] == "*nat"
+    assert ":MRPabcd_OUTPUT - [0:0]" in lines and ":MRPabcd_PREROUTING - [0:0]" in lines
+    assert "-A MRPabcd_OUTPUT -j MRPabcd_ISTIO_OUTPUT" in lines
+    assert any("-j REDIRECT --to-ports 15001" in ln for ln in lines)
+    for ln in lines:
+        if ln.startswith("-"):
+            assert ln.split()[1].startswith("MRPabcd_"), ln  # never a built-in chain
+        if ln.startswith(":"):
+            assert ln.endswith("- [0:0]") and ln.startswith(":MRPabcd_")  # no policy set
+    assert set(created) == {"nat", "raw"}
+    assert all(len(c) <= 28 for cs in created.values() for c in cs)
+
+
+def test_hide_xt_shortens_long_chain_names() -> None:
+    text = "*nat\n:A_VERY_LONG_CHAIN_NAME_OF_MESH - [0:0]\n-A OUTPUT -j A_VERY_LONG_CHAIN_NAME_OF_MESH\nCOMMIT\n"
+    out, created = hide_xt(text, "MRPabcd")
+    (long_name,) = [c for c in created["nat"] if "VERY" in c]
+    assert len(long_name) <= 28 and f"-j {long_name}" in out
+
+
+def test_hide_nft_renames_tables_and_unhooks_chains() -> None:
+    text = PROFILES["istio-sidecar-nftables"].read("istio-sidecar.nft")
+    out, tables = hide_nft(text, "meshready-probe-abcd")
+    assert ("inet", "meshready-probe-abcd-istio-proxy-nat") in tables
+    assert "hook" not in out and "type nat" not in out
+    assert "add chain inet meshready-probe-abcd-istio-proxy-nat output" in out.splitlines()
+    assert "istio-proxy-nat " not in out.replace("meshready-probe-abcd-istio-proxy-nat", "")
+    assert "redirect to :15001" in out
+
+
+def test_hide_nft_refuses_blocks() -> None:
+    with pytest.raises(ProbeFailure, match="line-oriented"):
+        hide_nft("table inet x {\n chain y { }\n}\n", "p")
+
+
+def test_probe_rejects_unknown_mode() -> None:
+    spec = needs_from_options("istio-sidecar", (), None)
+    with pytest.raises(InputError):
+        probe(spec, mode="sideways")  # type: ignore[arg-type]
+
+
+def test_probe_without_redirect_says_so(tmp_path: Path) -> None:
+    rules = tmp_path / "drop.v4.rules"
+    rules.write_text("*filter\n-A OUTPUT -p tcp --dport 25 -j DROP\nCOMMIT\n")
+    result = probe(needs_from_options(None, (str(rules),), "legacy"))
+    assert not result.ok and result.error is not None and "no REDIRECT" in result.error

@@ -70,3 +70,14 @@ def test_boot_module_files_are_read_and_checked(tmp_path: Path) -> None:
     flagged = [n for n in notes if "istio.conf lists" in n]
     assert len(flagged) == 1 and "nf_conntrack_ipv4" in flagged[0]
     assert "merged into nf_conntrack" in flagged[0]
+
+
+def test_kernel_only_forgets_loaded_modules_but_keeps_built_ins(tmp_path: Path) -> None:
+    release = (DEBIAN_61_AMD64 / "release").read_text().strip()
+    root = _fake_node(tmp_path, release)
+    # /sys/module lists loaded modules (x_tables) and built-in ones with parameters (nf_conntrack).
+    for name in ("x_tables", "nf_conntrack"):
+        (root.sys / "module" / name).mkdir()
+    facts = gather_live(root).kernel_only()
+    assert facts.loaded is None
+    assert facts.sysfs_modules == {"nf_conntrack"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -53,7 +52,7 @@ def needs(
         facts = gather_offline(None, kernel_release, modules_dir, kernel_config)
     else:
         # The running kernel, but what it needs rather than what happens to be loaded now.
-        facts = replace(gather_live(), loaded=None)
+        facts = gather_live().kernel_only()
     report = assess(spec.needs, facts, spec.backend, spec.profile, spec.rules)
     order = [m.name for m in report.modules if m.state is not State.BUILTIN]
     if output == "lines":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from meshready.errors import InputError
@@ -33,6 +33,15 @@ class HostFacts:
     @property
     def live(self) -> bool:
         return self.source != "offline"
+
+    def kernel_only(self) -> HostFacts:
+        """The same kernel with what happens to be loaded now forgotten (what it needs, not has).
+
+        /sys/module lists loaded modules too; only those not in /proc/modules show a built-in.
+        """
+        loaded = self.loaded.names if self.loaded is not None else frozenset()
+        sysfs = self.sysfs_modules - loaded if self.sysfs_modules is not None else None
+        return replace(self, loaded=None, sysfs_modules=sysfs)
 
 
 def _read_text(path: Path) -> str | None:

@@ -421,6 +421,8 @@ def _tree_hash(paths: Sequence[Path]) -> str:
         for f in files:
             if "__pycache__" in f.parts or f.suffix == ".pyc":
                 continue
+            if any(part.endswith(".egg-info") for part in f.parts):  # written by the build itself
+                continue
             h.update(str(f.relative_to(REPO)).encode() + b"\0" + f.read_bytes() + b"\0")
     return h.hexdigest()[:16]
 
@@ -443,18 +445,24 @@ def python_payload() -> tuple[Path, Path]:
         if not deps_dir.exists():
             log(f"pip install --target for the guest: {' '.join(deps)}")
             tmp = Path(tempfile.mkdtemp(prefix=".deps.", dir=base))
-            _pip(["--target", str(tmp), "--only-binary=:all:", *deps])
-            binaries = [p for p in tmp.rglob("*") if p.suffix in (".so", ".pyd")]
-            if binaries:
-                raise VmError(f"guest deps must be pure Python, found {binaries[:3]}")
-            shutil.rmtree(tmp / "bin", ignore_errors=True)
-            tmp.rename(deps_dir)
+            try:
+                _pip(["--target", str(tmp), "--only-binary=:all:", *deps])
+                binaries = [p for p in tmp.rglob("*") if p.suffix in (".so", ".pyd")]
+                if binaries:  # the same files must work on arm64
+                    raise VmError(f"guest deps must be pure Python, found {binaries[:3]}")
+                shutil.rmtree(tmp / "bin", ignore_errors=True)
+                tmp.rename(deps_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         if not site_dir.exists():
             log("pip install --target of the working tree for the guest")
             tmp = Path(tempfile.mkdtemp(prefix=".site.", dir=base))
-            _pip(["--target", str(tmp), "--no-deps", str(REPO)])
-            shutil.rmtree(tmp / "bin", ignore_errors=True)
-            tmp.rename(site_dir)
+            try:
+                _pip(["--target", str(tmp), "--no-deps", str(REPO)])
+                shutil.rmtree(tmp / "bin", ignore_errors=True)
+                tmp.rename(site_dir)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         for old in base.glob("meshready-*"):  # keep a few recent builds
             if old != site_dir and time.time() - old.stat().st_mtime > 3600:
                 shutil.rmtree(old, ignore_errors=True)

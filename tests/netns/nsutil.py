@@ -104,3 +104,20 @@ def _group(pgid: int) -> list[int]:
             if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
                 pids.append(int(entry))
     return pids
+
+
+def children_of(pid: int) -> set[int]:
+    """Child processes of ``pid``, zombies included (from /proc/*/stat's parent field)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        # "pid (comm) state ppid ...": comm may hold spaces and parentheses; split after the last ")".
+        fields = stat.rsplit(")", 1)[-1].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            out.add(int(entry))
+    return out

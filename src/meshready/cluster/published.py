@@ -19,9 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
-
-from lightkube.resources.core_v1 import Node
+from typing import TYPE_CHECKING, Any
 
 from meshready import __version__
 from meshready.assess.report import Report, State
@@ -32,6 +30,9 @@ from meshready.cluster.names import (
     LABEL_READY,
     is_ours,
 )
+
+if TYPE_CHECKING:  # lightkube is imported only where the API is used (agent start-up time)
+    from lightkube.resources.core_v1 import Node
 
 REPORT_SCHEMA = "meshready.io/node-report/v1"
 MESSAGE_LIMIT = 1024  # condition and event messages are cut to this many characters

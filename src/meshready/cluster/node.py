@@ -1,0 +1,336 @@
+"""Publishing on one Node: the condition, labels, annotation, Events, and the startup taint.
+
+Every write touches only meshready's own fields, so other controllers' changes survive:
+
+- labels and annotation: a JSON merge patch that names only meshready.io/ keys;
+- the condition: a strategic merge patch of ``status.conditions`` through the status subresource
+  (the list merges by ``type``: other conditions are untouched);
+- the startup taint: a JSON patch whose first op ``test``s the exact taints list it read, then
+  replaces it with the same list minus meshready's taint. If anything changed the taints in
+  between, the test fails, nothing is written, and the removal is retried on a fresh read;
+- Events: core/v1 Events in ``default`` with the Node as involvedObject (as the kubelet's).
+
+``sync`` compares what the Node shows with what is wanted and writes only the difference, so an
+unchanged node costs one GET per check (plus a condition heartbeat now and then).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from lightkube import ApiError, Client
+from lightkube.models.core_v1 import EventSource, ObjectReference
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Event, Node
+from lightkube.types import PatchType
+
+from meshready.cluster.errors import api_status
+from meshready.cluster.names import (
+    ANNOTATION_REPORT,
+    CONDITION_TYPE,
+    DEFAULT_TAINT_EFFECT,
+    EVENT_COMPONENT,
+    EVENTS_NAMESPACE,
+    LABEL_BACKEND,
+    LABEL_READY,
+)
+from meshready.cluster.published import NodeEvent, NodeState, Publication, read_node_state
+
+log = logging.getLogger("meshready.cluster")
+
+MAX_QUEUED_EVENTS = 50
+TAINT_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class TaintSpec:
+    key: str
+    effect: str = DEFAULT_TAINT_EFFECT
+
+
+@dataclass
+class SyncOutcome:
+    """What one sync wrote (empty when the Node already showed everything)."""
+
+    wrote: list[str] = field(default_factory=list)
+    taint_removed: bool = False
+    state: NodeState | None = None  # the Node as read at the start of the sync
+    boot_id: str | None = None
+
+
+def rfc3339(when: datetime) -> str:
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def warm_decoders() -> None:
+    """Build lightkube's decoders for the types the agent's threads use, here, in one thread.
+
+    lightkube 1.0 decodes with msgspec (0.22), which builds a struct type's decoder on first use;
+    two threads doing that at once for types that share nested structs (Node and Event both hold
+    ObjectMeta) crash the process with a segmentation fault: seen in the agent (the publisher's
+    first GET racing the watcher's first event) and reproduced with two threads decoding a Node
+    and an Event. Once built, decoders are shared safely. Idempotent and cheap.
+    """
+    from lightkube.core.decoders import decode_object, decode_status, decode_watch_event
+
+    for res, doc in (
+        (Node, b"{}"),
+        (Node.Status, b"{}"),
+        (Event, b'{"metadata": {}, "involvedObject": {}}'),
+    ):
+        decode_object(doc, res)
+    decode_status(b"{}")
+    decode_watch_event(b'{"type": "ADDED", "object": {}}')
+
+
+class NodePublisher:
+    """Writes a Publication on Node NODE_NAME. Not thread-safe: one caller at a time."""
+
+    def __init__(
+        self,
+        client: Client,
+        node_name: str,
+        *,
+        taint: TaintSpec | None = None,
+        heartbeat_seconds: float = 600.0,
+        events_namespace: str = EVENTS_NAMESPACE,
+        field_manager: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self.node_name = node_name
+        self.taint = taint
+        self.heartbeat_seconds = heartbeat_seconds
+        self.events_namespace = events_namespace
+        self.field_manager = field_manager
+        self.clock = clock
+        self._events: list[NodeEvent] = []
+        self._node_uid: str | None = None
+        warm_decoders()  # before any thread uses the client (see warm_decoders)
+
+    # ---- reading
+
+    def get_node(self) -> Node:
+        node = self.client.get(Node, self.node_name)
+        if node.metadata is not None and node.metadata.uid:
+            self._node_uid = node.metadata.uid
+        return node
+
+    def read_state(self) -> NodeState:
+        keys = (self.taint.key,) if self.taint else ()
+        return read_node_state(self.get_node(), keys)
+
+    @property
+    def queued_events(self) -> list[NodeEvent]:
+        return list(self._events)
+
+    def queue_event(self, event: NodeEvent) -> None:
+        """Record EVENT at the next sync (kept until it is written; duplicates merge)."""
+        if event in self._events:
+            return
+        self._events.append(event)
+        del self._events[:-MAX_QUEUED_EVENTS]
+
+    # ---- the whole publication
+
+    def sync(self, pub: Publication) -> SyncOutcome:
+        """Make the Node show PUB; raise the API's error if a write fails (retry the whole sync)."""
+        outcome = SyncOutcome()
+        node = self.get_node()
+        keys = (self.taint.key,) if self.taint else ()
+        state = read_node_state(node, keys)
+        outcome.state = state
+        outcome.boot_id = state.boot_id
+        now = datetime.fromtimestamp(self.clock(), UTC)
+
+        metadata = self._metadata_patch(state, pub)
+        if metadata:
+            node = self.client.patch(
+                Node,
+                self.node_name,
+                {"metadata": metadata},
+                patch_type=PatchType.MERGE,
+                field_manager=self.field_manager,
+            )
+            outcome.wrote.append("metadata")
+
+        old = state.condition
+        status = pub.condition_status
+        changed = old is None or (old.status, old.reason, old.message) != (
+            status,
+            pub.reason,
+            pub.message,
+        )
+        heartbeat_due = (
+            old is None
+            or old.last_heartbeat is None
+            or (now - old.last_heartbeat).total_seconds() >= self.heartbeat_seconds
+        )
+        if old is None or (old.status, old.reason) != (status, pub.reason):
+            self.queue_event(
+                NodeEvent(
+                    "Normal" if pub.ready else "Warning",
+                    "MeshInterceptionReady" if pub.ready else "MeshInterceptionNotReady",
+                    pub.message,
+                )
+            )
+        for event in pub.events:
+            self.queue_event(event)
+        if changed or heartbeat_due:
+            transition = now if old is None or old.status != status else old.last_transition
+            condition = {
+                "type": CONDITION_TYPE,
+                "status": status,
+                "reason": pub.reason,
+                "message": pub.message,
+                "lastHeartbeatTime": rfc3339(now),
+                "lastTransitionTime": rfc3339(transition or now),
+            }
+            self.client.patch(
+                Node.Status,
+                self.node_name,
+                {"status": {"conditions": [condition]}},
+                patch_type=PatchType.STRATEGIC,
+                field_manager=self.field_manager,
+            )
+            outcome.wrote.append("condition" if changed else "heartbeat")
+
+        if (
+            pub.ready
+            and self.taint is not None
+            and state.has_taint(self.taint.key)
+            and self.remove_taint(self.taint.key, self.taint.effect, current=node)
+        ):
+            outcome.taint_removed = True
+            outcome.wrote.append("taint")
+            self.queue_event(
+                NodeEvent(
+                    "Normal",
+                    "StartupTaintRemoved",
+                    f"removed taint {self.taint.key}:{self.taint.effect}: "
+                    "the node is ready for meshed pods",
+                )
+            )
+        self.flush_events()
+        return outcome
+
+    def _metadata_patch(self, state: NodeState, pub: Publication) -> dict[str, Any]:
+        labels: dict[str, str | None] = {}
+        for key, value in pub.labels().items():
+            if state.labels.get(key) != value:
+                labels[key] = value
+        for key in (LABEL_READY, LABEL_BACKEND):
+            if key in state.labels and key not in pub.labels():
+                labels[key] = None
+        annotations: dict[str, str | None] = {}
+        for key, value in pub.annotations().items():
+            if state.annotations.get(key) != value:
+                annotations[key] = value
+        if ANNOTATION_REPORT in state.annotations and ANNOTATION_REPORT not in pub.annotations():
+            annotations[ANNOTATION_REPORT] = None
+        patch: dict[str, Any] = {}
+        if labels:
+            patch["labels"] = labels
+        if annotations:
+            patch["annotations"] = annotations
+        return patch
+
+    # ---- the startup taint
+
+    def remove_taint(
+        self, key: str, effect: str | None = None, current: Node | None = None
+    ) -> bool:
+        """Remove taint KEY (with EFFECT, or any effect) guarded by a `test` of the whole list.
+
+        CURRENT: the Node as just read (saves a GET); the `test` makes a stale one harmless.
+        Returns True when this call removed it, False when it was not there. A concurrent change
+        makes the test fail (422, or 409): re-read and try again, at most TAINT_ATTEMPTS times.
+        """
+        last: ApiError | None = None
+        for attempt in range(TAINT_ATTEMPTS):
+            node = current if attempt == 0 and current is not None else self.get_node()
+            patch = taint_removal_patch(node, key, effect)
+            if patch is None:
+                return False
+            try:
+                self.client.patch(
+                    Node,
+                    self.node_name,
+                    patch,
+                    patch_type=PatchType.JSON,
+                    field_manager=self.field_manager,
+                )
+                return True
+            except ApiError as exc:
+                if api_status(exc) not in (409, 422):
+                    raise
+                last = exc  # the list changed under us: read again
+                log.info(
+                    "taints of node %s changed concurrently; reading them again", self.node_name
+                )
+        assert last is not None
+        raise last
+
+    # ---- events
+
+    def flush_events(self) -> None:
+        """Write the queued events, oldest first; an error leaves the rest queued."""
+        while self._events:
+            event = self._events[0]
+            self._create_event(event)
+            self._events.pop(0)
+
+    def _create_event(self, event: NodeEvent) -> None:
+        if self._node_uid is None:
+            self.get_node()
+        now = datetime.fromtimestamp(self.clock(), UTC)
+        obj = Event(
+            metadata=ObjectMeta(
+                name=f"{self.node_name}.{int(now.timestamp() * 1e9):x}{secrets.token_hex(2)}",
+                namespace=self.events_namespace,
+            ),
+            involvedObject=ObjectReference(
+                apiVersion="v1", kind="Node", name=self.node_name, uid=self._node_uid
+            ),
+            type=event.type,
+            reason=event.reason,
+            message=event.message,
+            source=EventSource(component=EVENT_COMPONENT, host=self.node_name),
+            reportingComponent=EVENT_COMPONENT,
+            reportingInstance=self.node_name,
+            firstTimestamp=now,
+            lastTimestamp=now,
+            count=1,
+        )
+        self.client.create(obj, namespace=self.events_namespace)
+
+
+def taint_removal_patch(
+    node: Node, key: str, effect: str | None = None
+) -> list[dict[str, Any]] | None:
+    """The guarded JSON patch that removes taint KEY[:EFFECT] from NODE; None if it has none."""
+    taints = [t.to_dict() for t in ((node.spec.taints if node.spec else None) or [])]
+    keep = [
+        t for t in taints if not (t["key"] == key and (effect is None or t["effect"] == effect))
+    ]
+    if len(keep) == len(taints):
+        return None
+    return [
+        {"op": "test", "path": "/spec/taints", "value": taints},
+        {"op": "replace", "path": "/spec/taints", "value": keep},
+    ]
+
+
+def condition_removal_patch() -> dict[str, Any]:
+    """A strategic merge patch that deletes meshready's condition and leaves the others."""
+    return {"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}}
+
+
+def api_gone(exc: BaseException) -> bool:
+    return api_status(exc) == 404

@@ -11,6 +11,7 @@ from typing import Any
 import click
 
 from meshready.assess.plan import needs_from_options
+from meshready.cli.kube import kube_options
 from meshready.cli.options import rules_options
 from meshready.errors import InputError
 
@@ -47,13 +48,7 @@ def _taint(value: str) -> tuple[str, str]:
 @click.option("--proc", "proc_dir", type=_PATH, hidden=True, help="the kernel's /proc (tests)")
 @click.option("--sys", "sys_dir", type=_PATH, hidden=True, help="the kernel's /sys (tests)")
 @rules_options
-@click.option(
-    "--kubeconfig",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="default: $KUBECONFIG, ~/.kube/config, in-cluster",
-)
-@click.option("--context", metavar="NAME", help="kubeconfig context")
+@kube_options
 @click.option(
     "--no-cluster", is_flag=True, help="node-local only: assess, fix and probe, publish nothing"
 )

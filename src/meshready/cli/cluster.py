@@ -12,27 +12,12 @@ from typing import Any, TypeVar
 
 import click
 
+from meshready.cli.kube import connect_with_config, kube_options
 from meshready.cli.render_manifests import manifest_options, options_from
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _DRY_RUN = click.Choice(["none", "server", "client"])
-
-
-def connection_options(func: F) -> F:
-    for option in reversed(
-        [
-            click.option(
-                "--kubeconfig",
-                type=click.Path(exists=True, dir_okay=False, path_type=Path),
-                metavar="FILE",
-                help="default: $KUBECONFIG, ~/.kube/config, or in-cluster",
-            ),
-            click.option("--context", metavar="NAME", help="kubeconfig context to use"),
-        ]
-    ):
-        func = option(func)
-    return func
 
 
 def dry_run_option(func: F) -> F:
@@ -48,16 +33,9 @@ def dry_run_option(func: F) -> F:
     )(func)
 
 
-def _client(kubeconfig: Path | None, context: str | None) -> Any:
-    from meshready.cluster.connect import make_client, resolve
-
-    connection = resolve(kubeconfig, context)
-    return make_client(connection), connection
-
-
 @click.command()
 @manifest_options
-@connection_options
+@kube_options
 @dry_run_option
 @click.option(
     "--wait/--no-wait",
@@ -98,7 +76,7 @@ def install(
     if dry_run == "client":
         click.echo(to_yaml(render_objects(options)), nl=False)
         return
-    client, connection = _client(kubeconfig, context)
+    client, connection = connect_with_config(kubeconfig, context)
     with client:
         click.echo(
             f"installing into {connection.server} ({connection.source}), namespace {options.namespace}"
@@ -123,7 +101,7 @@ def install(
 
 
 @click.command()
-@connection_options
+@kube_options
 @click.option(
     "-n",
     "--namespace",
@@ -169,7 +147,7 @@ def uninstall(
 
     if dry_run == "client":
         raise click.UsageError("uninstall supports --dry-run=server only")
-    client, connection = _client(kubeconfig, context)
+    client, connection = connect_with_config(kubeconfig, context)
     with client:
         click.echo(
             f"uninstalling from {connection.server} ({connection.source}), namespace {namespace}"

@@ -16,7 +16,7 @@ def kube_options(func: F) -> F:
         [
             click.option(
                 "--kubeconfig",
-                type=click.Path(path_type=Path),
+                type=click.Path(exists=True, dir_okay=False, path_type=Path),
                 metavar="FILE",
                 help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config, or in-cluster)",
             ),
@@ -28,7 +28,14 @@ def kube_options(func: F) -> F:
 
 
 def connect(kubeconfig: Path | None, context: str | None, timeout: float = 30.0) -> Any:
-    """A lightkube Client as kubectl would configure it (imported lazily: cluster extras)."""
+    """A lightkube Client as kubectl would configure it."""
+    return connect_with_config(kubeconfig, context, timeout)[0]
+
+
+def connect_with_config(
+    kubeconfig: Path | None, context: str | None, timeout: float = 30.0
+) -> tuple[Any, Any]:
+    """(client, resolved Connection); the cluster extras are imported only here."""
     try:
         from meshready.cluster.connect import make_client, resolve
     except ModuleNotFoundError as exc:
@@ -38,4 +45,5 @@ def connect(kubeconfig: Path | None, context: str | None, timeout: float = 30.0)
             f"cluster commands need the cluster extras ({exc.name} is missing): "
             "pip install 'meshready[cluster]'"
         ) from None
-    return make_client(resolve(kubeconfig, context), timeout=timeout)
+    connection = resolve(kubeconfig, context)
+    return make_client(connection, timeout=timeout), connection

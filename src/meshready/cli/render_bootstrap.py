@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -62,7 +61,7 @@ def bootstrap(
     if modules_dir is not None or kernel_release is not None or kernel_config is not None:
         facts = gather_offline(None, kernel_release, modules_dir, kernel_config)
     elif host_root is not None:
-        facts = replace(gather_live(HostRoot(host_root)), loaded=None)
+        facts = gather_live(HostRoot(host_root)).kernel_only()
     else:
         facts = HostFacts(
             source="offline",
@@ -75,6 +74,11 @@ def bootstrap(
         )
     report = assess(spec.needs, facts, spec.backend, spec.profile, spec.rules)
     modules = [m.name for m in report.modules if m.state not in (State.BUILTIN, State.ABSENT)]
+    if facts.index is None:
+        # Without the nodes' own module tree, name only what the rules need directly: modprobe
+        # adds each one's dependencies from the node's modules.dep, whatever they are on that
+        # kernel (libcrc32c, for one, is gone from 6.14 on).
+        modules = [m.name for m in report.modules if m.direct and m.name in modules]
     absent = [m.name for m in report.modules if m.state is State.ABSENT]
     if absent:
         click.echo(

@@ -56,7 +56,8 @@ class ModuleIndex:
     deps: dict[str, tuple[str, ...]]
     paths: dict[str, str]
     exact_aliases: dict[str, tuple[str, ...]]
-    wildcard_aliases: tuple[tuple[str, str], ...]
+    # (literal prefix, pattern, module): the prefix rules a pattern out without compiling it
+    wildcard_aliases: tuple[tuple[str, str, str], ...]
     builtin: frozenset[str]
     builtin_aliases: dict[str, tuple[str, ...]] = field(default_factory=dict)
     softdeps: dict[str, SoftDep] = field(default_factory=dict)
@@ -66,8 +67,8 @@ class ModuleIndex:
         if key in self.deps:
             return Lookup((key,), "name")
         found = list(self.exact_aliases.get(key, ()))
-        for pattern, module in self.wildcard_aliases:
-            if module not in found and fnmatch.fnmatchcase(key, pattern):
+        for prefix, pattern, module in self.wildcard_aliases:
+            if key.startswith(prefix) and module not in found and fnmatch.fnmatchcase(key, pattern):
                 found.append(module)
         if found:
             return Lookup(tuple(found), "alias")
@@ -115,11 +116,18 @@ def parse_modules_dep(text: str, source: str) -> tuple[dict[str, tuple[str, ...]
     return deps, paths
 
 
+def _literal_prefix(pattern: str) -> str:
+    for i, c in enumerate(pattern):
+        if c in _WILDCARD:
+            return pattern[:i]
+    return pattern
+
+
 def parse_modules_alias(
     text: str, source: str
-) -> tuple[dict[str, tuple[str, ...]], tuple[tuple[str, str], ...]]:
+) -> tuple[dict[str, tuple[str, ...]], tuple[tuple[str, str, str], ...]]:
     exact: dict[str, list[str]] = {}
-    wild: list[tuple[str, str]] = []
+    wild: list[tuple[str, str, str]] = []
     for lineno, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
@@ -128,7 +136,7 @@ def parse_modules_alias(
             raise InputError(source, f"expected 'alias PATTERN MODULE', got {line[:60]!r}", lineno)
         pattern, module = normalize(parts[1]), normalize(parts[2])
         if _WILDCARD & set(pattern):
-            wild.append((pattern, module))
+            wild.append((_literal_prefix(pattern), pattern, module))
         else:
             exact.setdefault(pattern, []).append(module)
     return {k: tuple(v) for k, v in exact.items()}, tuple(wild)

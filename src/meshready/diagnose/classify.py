@@ -128,7 +128,7 @@ def _failed(signals: list[Signal]) -> bool:
 
 
 def _profile(lines: list[LogLine], context: DiagnoseContext) -> str | None:
-    name = (context.container or "").lower()
+    name = (_container_in(lines, context) or "").lower()
     sample = " ".join(ln.text for ln in lines[:400])
     if "linkerd" in name or "proxy-init" in name or "PROXY_INIT_" in sample:
         return "linkerd"
@@ -226,9 +226,29 @@ def _rule_modules(state: _State, backend: Backend) -> tuple[str, ...]:
     return modules
 
 
+# Lines only a given mesh init container writes: istio-iptables keeps its rules in
+# /tmp/iptables-rules-<time>.txt (tools/istio-iptables, github.com/istio/istio); Linkerd's
+# proxy-init names its chains PROXY_INIT_*.
+_CONTAINER_MARKS = (("/tmp/iptables-rules-", "istio-init"), ("PROXY_INIT_", "linkerd-init"))
+
+
+def _container_in(lines: list[LogLine], context: DiagnoseContext) -> str | None:
+    if context.container is not None:
+        return context.container
+    for line in lines[:400]:
+        for mark, container in _CONTAINER_MARKS:
+            if mark in line.text:
+                return container
+    return None
+
+
+def _container(state: _State) -> str | None:
+    return _container_in(state.lines, state.context)
+
+
 def _profile_modules(state: _State, backend: Backend) -> tuple[str, ...]:
-    """Without rules in the log, a known container name stands for its mesh's usual rules."""
-    if state.context.container is None or state.profile is None:
+    """Without rules in the log, a known container stands for its mesh's usual rules."""
+    if _container(state) is None or state.profile is None:
         return ()
     try:
         profile = get_profile(state.profile)
@@ -245,7 +265,7 @@ def _rules_phrase(state: _State) -> str:
     if state.profile_used:
         return (
             f" The log does not print its rules; meshready's {state.profile} profile (the rules "
-            f"{state.context.container} usually applies) needs, in all: "
+            f"{_container(state)} usually applies) needs, in all: "
         )
     return " The rules in this log need, in all: "
 

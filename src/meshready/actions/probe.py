@@ -50,6 +50,7 @@ from meshready.actions.probe_targets import ProbeTarget, target_for
 from meshready.assess.plan import NeedsSpec
 from meshready.errors import ActionError, InputError
 from meshready.knowledge.iptables import BUILTIN_CHAINS
+from meshready.knowledge.nftables import CHANGE_VERBS, FAMILY_NAMES, OBJECT_KINDS
 from meshready.knowledge.requests import Backend, Family
 from meshready.rules.load import get_profile
 from meshready.rules.model import NftRuleset, XtRuleset
@@ -716,25 +717,6 @@ def hide_xt(text: str, prefix: str) -> tuple[str, dict[str, list[str]]]:
     return "\n".join(out) + "\n", created
 
 
-_NFT_VERBS = {"add", "create", "insert", "replace", "delete", "destroy", "flush", "reset"}
-_NFT_OBJECTS = {
-    "table",
-    "chain",
-    "rule",
-    "set",
-    "map",
-    "element",
-    "flowtable",
-    "counter",
-    "quota",
-    "ct",
-    "limit",
-    "secmark",
-    "synproxy",
-}
-_NFT_FAMILIES = {"ip", "ip6", "inet", "arp", "bridge", "netdev"}
-
-
 def hide_nft(text: str, prefix: str) -> tuple[str, list[tuple[str, str]]]:
     """The nft script with every table renamed under ``prefix`` and base chains made regular."""
     out: list[str] = []
@@ -747,14 +729,14 @@ def hide_nft(text: str, prefix: str) -> tuple[str, list[tuple[str, str]]]:
         if tokens[0] == "define":
             out.append(line)
             continue
-        if tokens[0] == "table" or (line.endswith("{") and tokens[0] not in _NFT_VERBS):
+        if tokens[0] == "table" or (line.endswith("{") and tokens[0] not in CHANGE_VERBS):
             raise ProbeFailure(
                 "inplace mode takes line-oriented nft scripts (add table/chain/rule ...), "
                 "not table blocks"
             )
-        if len(tokens) < 3 or tokens[0] not in _NFT_VERBS or tokens[1] not in _NFT_OBJECTS:
+        if len(tokens) < 3 or tokens[0] not in CHANGE_VERBS or tokens[1] not in OBJECT_KINDS:
             raise ProbeFailure(f"inplace mode cannot rewrite this nft line: {line[:60]!r}")
-        pos = 3 if tokens[2] in _NFT_FAMILIES else 2
+        pos = 3 if tokens[2] in FAMILY_NAMES else 2
         family = tokens[2] if pos == 3 else "ip"
         if len(tokens) <= pos:
             raise ProbeFailure(f"inplace mode cannot rewrite this nft line: {line[:60]!r}")

@@ -34,9 +34,7 @@ def assess(
         res = resolve_request(need.request, index)
         if not res.modules:
             unresolved.append(
-                UnresolvedRequest(
-                    need.request.name, need.reasons, _unresolved_detail(need.request.name, facts)
-                )
+                UnresolvedRequest(need.request.name, need.reasons, _unresolved_detail(facts))
             )
             continue
         for module in res.modules:
@@ -182,7 +180,7 @@ def _state(
     )
 
 
-def _unresolved_detail(request: str, facts: HostFacts) -> str:
+def _unresolved_detail(facts: HostFacts) -> str:
     if facts.index is None:
         return (
             "no module known to answer this request (give --modules-dir for the kernel's own data)"

@@ -86,7 +86,6 @@ def facts_from_options(
     kernel_release: str | None,
     modules_dir: Path | None,
     kernel_config: Path | None,
-    need_loaded: bool = True,
 ) -> HostFacts:
     offline = lsmod is not None or kernel_release is not None or kernel_config is not None
     if offline:
@@ -96,7 +95,7 @@ def facts_from_options(
                 "cannot be combined with offline inputs (--lsmod, "
                 "--kernel-release, --kernel-config)",
             )
-        if need_loaded and lsmod is None:
+        if lsmod is None:
             raise InputError("--lsmod", "offline checks need the node's lsmod output")
         if kernel_release is None and modules_dir is None:
             raise InputError("--kernel-release", "offline checks need the node's kernel release")

@@ -63,15 +63,7 @@ def bootstrap(
     elif host_root is not None:
         facts = gather_live(HostRoot(host_root)).kernel_only()
     else:
-        facts = HostFacts(
-            source="offline",
-            release=None,
-            arch=None,
-            loaded=None,
-            index=None,
-            config=None,
-            module_support=None,
-        )
+        facts = gather_offline(None, None)  # a typical kernel: built-in knowledge only
     report = assess(spec.needs, facts, spec.backend, spec.profile, spec.rules)
     modules = [m.name for m in report.modules if m.state not in (State.BUILTIN, State.ABSENT)]
     if facts.index is None:

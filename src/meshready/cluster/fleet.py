@@ -126,7 +126,7 @@ def fleet_rows(
         agent = agents.get(state.name)
         agent_word = "missing" if agent is None else ("running" if agent.ready else "not-running")
         ready = state.ready
-        reason = state.condition.reason or "" if state.condition else ""
+        reason = (state.condition.reason or "") if state.condition else ""
         message = (state.condition.message or "") if state.condition else ""
         heartbeat = state.condition.last_heartbeat if state.condition else None
         age = (now - heartbeat).total_seconds() if heartbeat else None
@@ -148,9 +148,7 @@ def fleet_rows(
             reason = "AgentGone"
             message = f"last check {int(age)}s ago and the agent is {agent_word}"
         report = state.report or {}
-        missing = tuple(
-            state.modules("loadable") + state.modules("absent") + state.modules("unknown")
-        )
+        missing = state.missing_modules
         rows.append(
             FleetRow(
                 node=state.name,

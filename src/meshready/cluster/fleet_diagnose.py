@@ -70,7 +70,7 @@ class Group:
 def _missing(state: NodeState | None) -> tuple[str, ...]:
     if state is None:
         return ()
-    return tuple(state.modules("loadable") + state.modules("absent") + state.modules("unknown"))
+    return state.missing_modules
 
 
 def diagnose_pod(logs: PodLogs, node: NodeState | None) -> PodDiagnosis:

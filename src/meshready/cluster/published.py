@@ -241,6 +241,11 @@ class NodeState:
         published_boot = (self.report or {}).get("bootID")
         return bool(published_boot and self.boot_id and published_boot != self.boot_id)
 
+    @property
+    def missing_modules(self) -> tuple[str, ...]:
+        """Needed modules the report shows neither loaded nor built in."""
+        return tuple(self.modules("loadable") + self.modules("absent") + self.modules("unknown"))
+
     def modules(self, state: str) -> list[str]:
         found = ((self.report or {}).get("modules") or {}).get(state) or []
         return [str(m) for m in found]

@@ -67,3 +67,27 @@ KEYWORD_EXPRESSIONS: dict[str, str] = {
 # Families whose "reject" and "fib" are family-specific modules (nft_reject_inet, nft_fib_inet, ...);
 # the kernel's family-first request ("nft-expr-1-reject") finds them through their aliases.
 FAMILY_NAMES = ("ip", "ip6", "inet", "arp", "bridge", "netdev")
+
+# nft(8) command words: the verbs that change a ruleset, every verb, and the object kinds.
+CHANGE_VERBS = frozenset(
+    {"add", "create", "insert", "replace", "delete", "destroy", "flush", "reset"}
+)
+COMMAND_VERBS = CHANGE_VERBS | {"list", "rename", "describe", "monitor", "export", "import"}
+OBJECT_KINDS = frozenset(
+    {
+        "table",
+        "chain",
+        "rule",
+        "set",
+        "map",
+        "element",
+        "counter",
+        "quota",
+        "limit",
+        "ct",
+        "flowtable",
+        "secmark",
+        "synproxy",
+        "tunnel",
+    }
+)

@@ -54,7 +54,7 @@ def load_rules_file(spec: str) -> Ruleset:
         raise InputError(path, "not a text file") from None
     except OSError as exc:
         raise InputError(path, f"cannot read ({exc.strerror})") from None
-    return parse_rules_text(text, path, syntax if syntax != "nft" else "nft")
+    return parse_rules_text(text, path, syntax)
 
 
 def profile_rulesets(profile: Profile) -> list[Ruleset]:

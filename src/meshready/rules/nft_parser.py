@@ -10,41 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from meshready.errors import InputError
-from meshready.knowledge.nftables import FAMILY_NAMES, KEYWORD_EXPRESSIONS
+from meshready.knowledge.nftables import (
+    COMMAND_VERBS,
+    FAMILY_NAMES,
+    KEYWORD_EXPRESSIONS,
+    OBJECT_KINDS,
+)
 from meshready.rules.model import NftChain, NftRule, NftRuleset
 
-_VERBS = {
-    "add",
-    "create",
-    "insert",
-    "replace",
-    "delete",
-    "destroy",
-    "flush",
-    "list",
-    "reset",
-    "rename",
-    "describe",
-    "monitor",
-    "export",
-    "import",
-}
-_OBJECTS = {
-    "table",
-    "chain",
-    "rule",
-    "set",
-    "map",
-    "element",
-    "counter",
-    "quota",
-    "limit",
-    "ct",
-    "flowtable",
-    "secmark",
-    "synproxy",
-    "tunnel",
-}
 _POSITION = {"position", "handle", "index"}
 _TOP_BLOCKS = frozenset({"table"})
 _TABLE_BLOCKS = frozenset(
@@ -166,7 +139,7 @@ class _Parser:
             return
         elif head.text == "include":
             raise self.error("'include' is not followed; pass each file with --rules", head.line)
-        elif head.text in _VERBS:
+        elif head.text in COMMAND_VERBS:
             self.command(stmt)
         else:
             raise self.error(f"not an nft command: {' '.join(words)[:60]!r}", head.line)
@@ -248,7 +221,7 @@ class _Parser:
         if not rest:
             raise self.error(f"'{verb}' needs an object", stmt[0].line)
         obj = rest[0].text
-        if obj not in _OBJECTS:
+        if obj not in OBJECT_KINDS:
             obj, rest = "rule", [stmt[0], *rest]  # "add inet t c ..." is a rule
         else:
             rest = rest[1:]

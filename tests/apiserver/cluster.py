@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import lightkube
 
-BUILD_HINT = "run scripts/build-test-artifacts (or just scripts/apiserver/build) first"
+BUILD_HINT = "run scripts/build-test-artifacts (or just scripts/kube/build) first"
 SA_ISSUER = "https://kubernetes.default.svc.cluster.local"
 SERVICE_CIDR = "10.96.0.0/16"
 CLUSTER_NAME = "meshready-test"
@@ -109,6 +109,13 @@ def find_apiserver() -> Path:
         if os.access(path, os.X_OK):
             return path
         raise MissingArtifactError(f"MESHREADY_APISERVER={explicit} is not an executable file")
+    # scripts/kube/build's binary first: it carries the reflect2 fix (pretty-printed responses,
+    # e.g. for a curl User-Agent, crash the older scripts/apiserver/build-only binary).
+    kube_current = cache_dir() / "kube" / "current"
+    if kube_current.is_file():
+        path = kube_current.parent / kube_current.read_text().strip() / "kube-apiserver"
+        if os.access(path, os.X_OK):
+            return path
     root = cache_dir() / "apiserver"
     current = root / "current"
     if current.is_file():

@@ -5,6 +5,8 @@ pieces concatenated in this order (uncompressed pieces can be concatenated; comp
 
   rootfs-<arch>-<key>.cpio       Debian bookworm userland (mmdebstrap), built by build_rootfs()
   modules-<release>-<key>.cpio   the kernel's netfilter module tree + depmod output, build_modules()
+  iptables-<suite>-<arch>-<key>.cpio   another Debian release's iptables and the libraries it needs
+                                 under /opt/iptables/<suite>/, run chrooted; build_userland()
   payload (per run)              /init, run.conf, the command, tests/vm/guest, shared rules and
                                  cases, meshready from the working tree (pip install --target)
 
@@ -66,6 +68,15 @@ MODULES_RECIPE = "2"
 MODULE_DIRS = re.compile(r"kernel/net/(netfilter/|[^/]+/netfilter/|bridge/|sched/)")
 
 QEMU = {"amd64": "qemu-system-x86_64", "arm64": "qemu-system-aarch64"}
+
+# iptables userspace versions besides the root filesystem's own (bookworm 1.8.9): the mesh's image
+# ships its own iptables, so the guest carries the releases around it. Each is the suite's iptables
+# package with its dependencies (mmdebstrap --variant=extract), run with chroot.
+USERLAND_RECIPE = "1"
+USERLAND_SUITES = ("bullseye", "trixie")  # iptables 1.8.7 and 1.8.11
+USERLAND_STRIP = ["usr/share/doc", "usr/share/man", "usr/share/info", "usr/share/locale",
+                  "usr/share/lintian", "usr/lib/x86_64-linux-gnu/gconv",
+                  "usr/lib/aarch64-linux-gnu/gconv", "var/cache/apt", "var/lib/apt"]  # fmt: skip
 
 
 class VmError(Exception):
@@ -144,7 +155,7 @@ def kernels() -> list[Kernel]:
 
 
 def find_kernel(name: str) -> Kernel:
-    """A kernel by alias (6.1-amd64, 6.12-amd64, 6.1-arm64) or release."""
+    """A kernel by alias (6.1-amd64, 6.12-amd64, 6.1-arm64, 5.10-amd64) or release."""
     found = [k for k in kernels() if name in (k.alias, k.release)]
     if not found:
         known = ", ".join(f"{k.alias} ({k.release})" for k in kernels())
@@ -323,6 +334,80 @@ def finish_rootfs(root: Path, arch: str) -> None:
                     link.symlink_to(f"{tool}-legacy{suffix}")
 
 
+# --------------------------------------------------------------------------- other iptables versions
+
+
+def debian_mirror() -> tuple[str, str]:
+    """(URI, Signed-By keyring) of the host's Debian archive source."""
+    with tempfile.TemporaryDirectory() as tmp:
+        text = host_debian_sources(Path(tmp) / "s").read_text()
+    for block in text.split("\n\n"):
+        fields = dict(ln.split(":", 1) for ln in block.splitlines() if ":" in ln)
+        uri = fields.get("URIs", "").split()
+        if uri and "security" not in uri[0]:
+            key = fields.get("Signed-By", "").strip()
+            return uri[0], key or "/usr/share/keyrings/debian-archive-keyring.gpg"
+    raise VmError("no Debian archive URI in the host's apt sources")
+
+
+def userland_path(suite: str, arch: str) -> Path:
+    key = sha(USERLAND_RECIPE, suite, arch, *USERLAND_STRIP)
+    return guest_dir() / f"iptables-{suite}-{arch}-{key}.cpio"
+
+
+def build_userland(suite: str, arch: str, force: bool = False) -> Path:
+    """SUITE's iptables for ARCH under /opt/iptables/SUITE/ (with a VERSION file), as a cpio."""
+    out = userland_path(suite, arch)
+    with locked(guest_dir() / f".iptables-{suite}-{arch}.lock"):
+        if out.exists() and not force:
+            return out
+        t0 = time.monotonic()
+        uri, keyring = debian_mirror()
+        with tempfile.TemporaryDirectory(prefix=f".ipt-{suite}.", dir=guest_dir()) as tmp:
+            root = Path(tmp)
+            tree = root / "opt/iptables" / suite
+            tree.parent.mkdir(parents=True)
+            # merged /usr (trixie ships only /usr paths): make the links before unpacking
+            links = (
+                'for d in bin sbin lib lib64; do mkdir -p "$1/usr/$d"; ln -s usr/$d "$1/$d"; done'
+            )
+            cmd = [
+                "mmdebstrap", "--quiet", "--variant=extract", "--include=iptables",
+                f"--architectures={arch}",
+                *([f"--setup-hook={links}"] if suite != "bullseye" else []),
+                suite, str(tree), f"deb [signed-by={keyring}] {uri} {suite} main",
+            ]  # fmt: skip
+            proc = subprocess.run(cmd, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise VmError(
+                    f"mmdebstrap {suite} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+                )
+            changelog = tree / "usr/share/doc/iptables/changelog.Debian.gz"
+            m = re.match(
+                rb"iptables \(([^)]+)\)",
+                subprocess.run(["zcat", str(changelog)], capture_output=True, check=True).stdout,
+            )
+            if not m:
+                raise VmError(f"{suite}: cannot read the iptables version from {changelog}")
+            deb_version = m.group(1).decode()
+            for rel in USERLAND_STRIP:
+                shutil.rmtree(tree / rel, ignore_errors=True)
+            for rel in ("proc", "run", "tmp", "etc"):
+                (tree / rel).mkdir(exist_ok=True)
+            (tree / "VERSION").write_text(
+                f"{deb_version.split('-')[0].split(':')[-1]} {deb_version} {suite}\n"
+            )
+            write_cpio(root, out)
+        for old in guest_dir().glob(f"iptables-{suite}-{arch}-*.cpio"):
+            if old != out:
+                old.unlink()
+        log(
+            f"iptables {deb_version} ({suite}, {arch}): {out.name} "
+            f"({out.stat().st_size >> 20} MiB) in {time.monotonic() - t0:.0f}s"
+        )
+        return out
+
+
 # --------------------------------------------------------------------------- modules
 
 
@@ -447,9 +532,10 @@ def python_payload() -> tuple[Path, Path]:
             tmp = Path(tempfile.mkdtemp(prefix=".deps.", dir=base))
             try:
                 _pip(["--target", str(tmp), "--only-binary=:all:", *deps])
-                binaries = [p for p in tmp.rglob("*") if p.suffix in (".so", ".pyd")]
-                if binaries:  # the same files must work on arm64
-                    raise VmError(f"guest deps must be pure Python, found {binaries[:3]}")
+                # The same files must work on arm64: drop compiled extensions. PyYAML falls back to
+                # pure Python; the cluster client's msgspec is not used by the guest scenarios.
+                for binary in [p for p in tmp.rglob("*") if p.suffix in (".so", ".pyd")]:
+                    binary.unlink()
                 shutil.rmtree(tmp / "bin", ignore_errors=True)
                 tmp.rename(deps_dir)
             finally:
@@ -592,6 +678,7 @@ def run_guest(
     env: dict[str, str] | None = None,
     on_line: Callable[[str], None] | None = None,
     keep: Path | None = None,
+    extra_pieces: Sequence[Path] = (),
 ) -> GuestResult:
     """Boot KERNEL, run ARGV as root in the guest, return its exit code and output.
 
@@ -605,6 +692,8 @@ def run_guest(
     if not shutil.which(qemu):
         raise VmError(f"{qemu} not found; scripts/install-test-deps installs it")
     pieces = [build_rootfs(k.arch), build_modules(k)]
+    pieces += [build_userland(suite, k.arch) for suite in USERLAND_SUITES]
+    pieces += list(extra_pieces)  # e.g. a built image and runc (scripts/image/vmpiece.py)
     tmpbase = cache_dir() / "tmp"
     tmpbase.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="run.", dir=tmpbase) as tmp:

@@ -1,9 +1,13 @@
 """Module sets derived for every shared rules file on real Debian kernel indexes.
 
-``tests/data/expected/needs-6.1.0-56-cloud-amd64.json`` lists, per file and backend, the modules the
-rules need directly and the full load order on Debian's 6.1 cloud kernel (index cut from the real
-package by scripts/vm/cut-index). The VM suite (tests/vm) proves each set complete and minimal by
-applying the file in a real guest with exactly that set loaded.
+``tests/data/expected/needs-6.1.0-56-cloud-amd64.json`` lists, per file and backend (legacy and
+native nftables), the modules the rules need directly and the full load order on Debian's 6.1 cloud
+kernel (index cut from the real package by scripts/vm/cut-index). The VM suite (tests/vm) proves
+each set complete and minimal by applying the file in a real guest with exactly that set loaded.
+
+``tests/data/expected/iptables-nft-<release>.json`` is what real guests MEASURED for iptables-nft
+(scripts/vm/measure-iptables --expected): per file and iptables version, the modules the kernel
+loaded while the file applied, and those it could do without (iptables only warned).
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from meshready.host.facts import gather_offline
 from meshready.knowledge.requests import Backend
 from meshready.rules.derive import needs_for
 from meshready.rules.load import load_rules_file
-from tests.conftest import DATA, DEBIAN_61_AMD64, DEBIAN_61_ARM64, DEBIAN_612_AMD64, shared_dir
+from tests.conftest import (
+    DATA,
+    DEBIAN_61_AMD64,
+    DEBIAN_61_ARM64,
+    DEBIAN_612_AMD64,
+    KERNELS,
+    REPO,
+    shared_dir,
+)
 
 EXPECTED = json.loads((DATA / "expected" / "needs-6.1.0-56-cloud-amd64.json").read_text())
 
@@ -101,3 +113,55 @@ def test_arm64_has_no_crc32c_intel_softdep() -> None:
     )
     assert "crc32c_intel" in amd.load_order  # libcrc32c's soft dependency through the crc32c alias
     assert "crc32c_intel" not in arm.load_order
+
+
+MEASURED = {
+    p.name.removeprefix("iptables-nft-").removesuffix(".json"): json.loads(p.read_text())
+    for p in sorted((DATA / "expected").glob("iptables-nft-*.json"))
+    if not p.name.startswith("iptables-nft-atoms-")  # per extension: tests/rules
+}
+PROFILE_DIR = REPO / "src" / "meshready" / "knowledge" / "data" / "profiles"
+VERSIONS = ("1.8.7", "1.8.9", "1.8.11")
+
+
+def test_measurements_cover_every_file_and_version() -> None:
+    assert MEASURED, "no tests/data/expected/iptables-nft-*.json (scripts/vm/measure-iptables)"
+    files = {
+        f"sidecar-iptables/{p.name}"
+        for p in (shared_dir() / "rules" / "sidecar-iptables").glob("*.rules")
+    }
+    files |= {f"profile/{p.name}" for p in PROFILE_DIR.glob("*.rules")}
+    for release, data in MEASURED.items():
+        assert (KERNELS / release / "modules.dep").is_file(), f"no cut index for {release}"
+        want = {f"{f}@{v}" for f in files for v in VERSIONS}
+        assert sorted(want - set(data)) == [], release
+
+
+def _measured_cases() -> list[tuple[str, str]]:
+    return [(release, key) for release, data in MEASURED.items() for key in data]
+
+
+@pytest.mark.parametrize(("release", "key"), _measured_cases())
+def test_iptables_nft_matches_the_measurement(release: str, key: str) -> None:
+    name, version = key.rsplit("@", 1)
+    measured = MEASURED[release][key]
+    if name.startswith("profile/"):
+        path = PROFILE_DIR / name.removeprefix("profile/")
+    else:
+        path = shared_dir() / "rules" / name
+    facts = gather_offline(None, None, KERNELS / release)
+    report = assess(
+        needs_for([load_rules_file(str(path))], Backend.NFT, version), facts, Backend.NFT
+    )
+    derived = {m.name for m in report.modules if m.state is not State.BUILTIN}
+    # everything the kernel loaded with autoload on = required + recommended, nothing more
+    assert sorted(derived) == measured["loaded"]
+    recommended = sorted(m.name for m in report.modules if m.direct and not m.required)
+    assert recommended == measured["recommended"]
+    for m in report.modules:
+        if not m.required:
+            assert m.warning is not None
+            # one module can stand for several warnings (xt_tcpudp: tcp and udp), joined by "; "
+            for warning in m.warning.split("; "):
+                assert warning in measured["warnings"], (m.name, measured["warnings"])
+    assert not [u for u in report.unresolved if u.required]

@@ -63,9 +63,11 @@ def run_in_guest(
     *,
     with_meshready: bool = True,
     payload: Path | None = None,
+    extra_pieces: Sequence[Path] = (),
 ) -> GuestResult:
     """Boot KERNEL (alias like 6.1-amd64, or a release) and run a shell script (str) or an argv in
-    it as root. autoload: True/"on" (kernel.modprobe works), False/"off" (points nowhere), "log"."""
+    it as root. autoload: True/"on" (kernel.modprobe works), False/"off" (points nowhere), "log".
+    extra_pieces: more uncompressed cpio pieces appended to the initramfs."""
     check_prerequisites(kernel)
     argv = ["sh", "-c", script_or_argv] if isinstance(script_or_argv, str) else script_or_argv
     mode = ("on" if autoload else "off") if isinstance(autoload, bool) else autoload
@@ -77,6 +79,7 @@ def run_in_guest(
             timeout=timeout,
             payload=payload,
             with_meshready=with_meshready,
+            extra_pieces=extra_pieces,
         )
     except vmlib.VmError as exc:
         raise GuestError(str(exc)) from exc

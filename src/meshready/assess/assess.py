@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from meshready.assess.report import KernelInfo, ModuleReport, Report, State, UnresolvedRequest
-from meshready.assess.resolve import close_over, knowledge_index, resolve_request
+from meshready.assess.report import (
+    IptablesAssumption,
+    KernelInfo,
+    ModuleReport,
+    Report,
+    State,
+    UnresolvedRequest,
+)
+from meshready.assess.resolve import Closure, close_over, knowledge_index, resolve_request
 from meshready.host.facts import HostFacts
 from meshready.host.modindex import ModuleIndex
 from meshready.knowledge.modules import known_modules, module_symbol
@@ -23,9 +30,12 @@ def assess(
     backend: Backend,
     profile: str | None = None,
     rules: tuple[str, ...] = (),
+    iptables: IptablesAssumption | None = None,
 ) -> Report:
     index = index_for(facts)
     direct: list[str] = []
+    required_direct: list[str] = []
+    warnings_of: dict[str, list[str]] = {}
     requests_of: dict[str, list[str]] = {}
     reasons: dict[str, list[str]] = {}
     unresolved: list[UnresolvedRequest] = []
@@ -34,18 +44,31 @@ def assess(
         res = resolve_request(need.request, index)
         if not res.modules:
             unresolved.append(
-                UnresolvedRequest(need.request.name, need.reasons, _unresolved_detail(facts))
+                UnresolvedRequest(
+                    need.request.name,
+                    need.reasons,
+                    _unresolved_detail(facts),
+                    need.required,
+                    need.warning,
+                )
             )
             continue
         for module in res.modules:
             if module not in direct:
                 direct.append(module)
+            if need.warning is None:
+                _extend(required_direct, [module])
+            else:
+                _extend(warnings_of.setdefault(module, []), [need.warning])
             _extend(requests_of.setdefault(module, []), [need.request.name])
             _extend(reasons.setdefault(module, []), list(need.reasons))
             if need.request.by_binary:
                 by_binary.add(module)
 
+    # Required: what the required requests resolve to, and everything those need. The rest of the
+    # closure is only recommended (without it the rules apply with a warning).
     closure = close_over(direct, index)
+    required = set(close_over(required_direct, index).order)
     builtin_reason = _builtin_evidence(facts, index)
     states = {name: _state(name, facts, index, builtin_reason) for name in closure.order}
     modules: list[ModuleReport] = []
@@ -77,11 +100,16 @@ def assess(
                 detail=detail,
                 config=module_symbol(name),
                 path=index.paths.get(name) if facts.index is not None else None,
+                required=name in required,
+                warning=None if name in required else _warning_of(name, warnings_of, closure),
             )
         )
 
+    # Recommended modules are loaded too (by `meshready fix`): without them iptables warns.
     load_order = tuple(m.name for m in modules if m.state is State.LOADABLE)
-    ready = all(m.state.ok for m in modules) and not unresolved
+    ready = all(m.state.ok for m in modules if m.required) and not any(
+        u.required for u in unresolved
+    )
     report = Report(
         ready=ready,
         summary=_summary(ready, modules, unresolved),
@@ -101,9 +129,38 @@ def assess(
         modules=tuple(modules),
         load_order=load_order,
         unresolved=tuple(unresolved),
-        notes=tuple(_notes(facts, modules, load_order)),
+        notes=tuple(
+            _iptables_note(backend, iptables) + _notes(facts, modules, load_order, unresolved)
+        ),
+        iptables=iptables,
     )
     return report
+
+
+def _iptables_note(backend: Backend, iptables: IptablesAssumption | None) -> list[str]:
+    if backend is not Backend.NFT or iptables is None:
+        return []
+    how = (
+        ""
+        if iptables.measured_as == iptables.version
+        else f", behaving as measured {iptables.measured_as}"
+    )
+    return [
+        f"iptables-nft's needs depend on the mesh image's iptables: assumed {iptables.version}{how} "
+        f"({iptables.source}); --iptables-version overrides it"
+    ]
+
+
+def _warning_of(name: str, warnings_of: dict[str, list[str]], closure: Closure) -> str | None:
+    """The warning a recommended module's absence causes: its own, or that of the recommended
+    module it is a dependency of."""
+    if name in warnings_of:
+        return "; ".join(warnings_of[name])
+    for reason in closure.why.get(name, []):
+        parent = reason.rsplit(" ", 1)[-1]
+        if parent in warnings_of:
+            return "; ".join(warnings_of[parent])
+    return None
 
 
 def _dependents_ok(
@@ -114,8 +171,10 @@ def _dependents_ok(
 
 
 def _extend(target: list[str], items: list[str]) -> None:
+    seen = set(target)  # one set per call: linear, not quadratic, in a need's reasons
     for item in items:
-        if item not in target:
+        if item not in seen:
+            seen.add(item)
             target.append(item)
 
 
@@ -189,20 +248,28 @@ def _unresolved_detail(facts: HostFacts) -> str:
 
 
 def _summary(ready: bool, modules: list[ModuleReport], unresolved: list[UnresolvedRequest]) -> str:
+    recommended = [m.name for m in modules if not m.required and not m.state.ok]
     if ready:
-        return f"ready: all {len(modules)} needed modules are loaded or built in"
+        needed = [m for m in modules if m.required]
+        text = f"ready: all {len(needed)} needed modules are loaded or built in"
+        if recommended:
+            text += (
+                f" ({len(recommended)} recommended not loaded: {', '.join(recommended)}; "
+                "the rules apply with a warning)"
+            )
+        return text
     parts = []
     for state in (State.LOADABLE, State.ABSENT, State.UNKNOWN):
-        names = [m.name for m in modules if m.state is state]
+        names = [m.name for m in modules if m.state is state and m.required]
         if names:
             label = {"loadable": "not loaded", "absent": "absent", "unknown": "unknown"}[
                 state.value
             ]
             parts.append(f"{len(names)} {label} ({', '.join(names)})")
-    if unresolved:
+    blocking = [u for u in unresolved if u.required]
+    if blocking:
         parts.append(
-            f"{len(unresolved)} request(s) nothing answers "
-            f"({', '.join(u.request for u in unresolved)})"
+            f"{len(blocking)} request(s) nothing answers ({', '.join(u.request for u in blocking)})"
         )
     return "not ready: " + "; ".join(parts)
 
@@ -230,8 +297,25 @@ def _boot_module_notes(facts: HostFacts) -> list[str]:
     return notes
 
 
-def _notes(facts: HostFacts, modules: list[ModuleReport], load_order: tuple[str, ...]) -> list[str]:
+def _notes(
+    facts: HostFacts,
+    modules: list[ModuleReport],
+    load_order: tuple[str, ...],
+    unresolved: list[UnresolvedRequest],
+) -> list[str]:
     notes: list[str] = []
+    for m in modules:
+        if not m.required and not m.state.ok:
+            notes.append(
+                f"recommended, not required: {m.name} ({m.state.value}); without it the rules "
+                f"still apply, and iptables prints: {m.warning or 'a warning'}"
+            )
+    for u in unresolved:
+        if not u.required:
+            notes.append(
+                f"recommended request {u.request} has no answer on this kernel; the rules still "
+                f"apply, and iptables prints: {u.warning or 'a warning'}"
+            )
     builtin = [m.name for m in modules if m.state is State.BUILTIN]
     if builtin:
         notes.append(

@@ -34,6 +34,10 @@ class ModuleReport:
     detail: str
     config: str | None = None  # Kconfig symbol
     path: str | None = None  # file in the module tree, when known
+    # False: recommended only: without it the rules still apply and the tool prints `warning`
+    # (iptables-nft, measured per iptables version); it does not count for readiness.
+    required: bool = True
+    warning: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,17 @@ class UnresolvedRequest:
     request: str
     needed_by: tuple[str, ...]
     detail: str
+    required: bool = True
+    warning: str | None = None
+
+
+@dataclass(frozen=True)
+class IptablesAssumption:
+    """Which iptables userspace the derivation assumed (iptables-nft's requests depend on it)."""
+
+    version: str  # as given or as the profile states
+    source: str  # "--iptables-version", "profile NAME: ...", or "default: ..."
+    measured_as: str  # the measured version whose behaviour applies (knowledge/iptables_versions)
 
 
 @dataclass(frozen=True)
@@ -67,12 +82,24 @@ class Report:
     load_order: tuple[str, ...]  # modules to load, dependencies first (state loadable)
     unresolved: tuple[UnresolvedRequest, ...] = ()
     notes: tuple[str, ...] = field(default=())
+    iptables: IptablesAssumption | None = None  # None for native nftables rules
 
     @property
     def missing(self) -> tuple[str, ...]:
-        return tuple(m.name for m in self.modules if not m.state.ok)
+        """Required modules that are neither loaded nor built in."""
+        return tuple(m.name for m in self.modules if m.required and not m.state.ok)
+
+    @property
+    def recommended(self) -> tuple[str, ...]:
+        """Recommended modules (warning only) that are neither loaded nor built in."""
+        return tuple(m.name for m in self.modules if not m.required and not m.state.ok)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data = {"schema": SCHEMA, **data, "missing": list(self.missing)}
+        data = {
+            "schema": SCHEMA,
+            **data,
+            "missing": list(self.missing),
+            "recommended": list(self.recommended),
+        }
         return data

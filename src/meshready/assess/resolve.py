@@ -7,6 +7,7 @@ aliases and dependencies, adjusted for kernels older than the 4.19 and 5.1 merge
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -87,33 +88,55 @@ class Closure:
 
 
 def close_over(roots: list[str], index: ModuleIndex) -> Closure:
-    """Every module ``roots`` pull in through modules.dep and pre/post soft dependencies."""
+    """Every module ``roots`` pull in through modules.dep and pre/post soft dependencies.
+
+    A depth-first walk with a stack of its own (a chain can be as deep as the input is long):
+    pre soft dependencies and dependencies (deepest first) before a module, post soft
+    dependencies after it.
+    """
     closure = Closure()
     visiting: set[str] = set()
+    done: set[str] = set()
 
-    def visit(module: str, because: str | None) -> None:
-        if because is not None:
-            reasons = closure.why.setdefault(module, [])
-            if because not in reasons:
-                reasons.append(because)
-        if module in closure.order or module in visiting:
-            return
-        visiting.add(module)
+    def before(module: str) -> Iterator[tuple[str, str]]:
         soft = index.softdeps.get(module, SoftDep())
         for pre in soft.pre:
             for target in _soft_targets(pre, index):
-                visit(target, f"soft dependency of {module}")
+                yield target, f"soft dependency of {module}"
         # modules.dep lists every dependency, the deepest last; visit deepest first.
         for dep in reversed(index.deps.get(module, ())):
-            visit(dep, f"dependency of {module}")
-        visiting.discard(module)
-        closure.order.append(module)
-        for post in soft.post:
+            yield dep, f"dependency of {module}"
+
+    def after(module: str) -> Iterator[tuple[str, str]]:
+        for post in index.softdeps.get(module, SoftDep()).post:
             for target in _soft_targets(post, index):
-                visit(target, f"soft dependency of {module}")
+                yield target, f"soft dependency of {module}"
 
     for root in roots:
-        visit(root, None)
+        if root in done or root in visiting:
+            continue
+        visiting.add(root)
+        # frames: [module, what to visit next, whether the module is in the order already]
+        stack: list[tuple[str, Iterator[tuple[str, str]], bool]] = [(root, before(root), False)]
+        while stack:
+            module, pending, placed = stack[-1]
+            step = next(pending, None)
+            if step is None:
+                stack.pop()
+                if not placed:
+                    visiting.discard(module)
+                    done.add(module)
+                    closure.order.append(module)
+                    stack.append((module, after(module), True))
+                continue
+            target, because = step
+            reasons = closure.why.setdefault(target, [])
+            if because not in reasons:
+                reasons.append(because)
+            if target in done or target in visiting:
+                continue
+            visiting.add(target)
+            stack.append((target, before(target), False))
     return closure
 
 

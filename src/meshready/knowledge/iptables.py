@@ -64,8 +64,9 @@ PROTOCOL_OPTIONS = {
 # ``-p icmpv6`` loads the ``icmp6`` match (libxt_icmp6 registers "icmp6").
 PROTOCOL_MATCH_NAME = {"icmpv6": "icmp6", "ipv6-icmp": "icmp6"}
 
-# iptables-nft 1.8.9 expresses these matches with native nf_tables expressions instead of
-# nft_compat (measured, see module docstring). Values are the native expressions used.
+# iptables-nft 1.8.9 expresses these matches (given with an option) with native nf_tables
+# expressions instead of nft_compat (measured, see module docstring); it still asks nft_compat for
+# their revision first (knowledge/iptables_versions.py). Values are the native expressions used.
 NFT_NATIVE_MATCHES: dict[str, tuple[str, ...]] = {
     "tcp": ("payload", "cmp"),
     "udp": ("payload", "cmp"),

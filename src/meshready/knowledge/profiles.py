@@ -19,6 +19,10 @@ class Profile:
     files: tuple[str, ...]  # file names under knowledge/data/profiles
     default_backend: Backend
     backends: tuple[Backend, ...]
+    # The iptables the mesh's own image ships (its requests under iptables-nft depend on it), and
+    # where that was found. None for native nftables profiles.
+    iptables_version: str | None = None
+    iptables_source: str = ""
 
     def read(self, file: str) -> str:
         data = resources.files("meshready.knowledge").joinpath("data", "profiles", file)
@@ -26,6 +30,16 @@ class Profile:
 
 
 _IPT = (Backend.LEGACY, Backend.NFT)
+
+# Istio's proxyv2 image (istio-init) and install-cni image (ambient's in-pod rules) are built on
+# Istio's base image, docker/Dockerfile.base: `FROM ubuntu:noble` + `apt-get install iptables`
+# (github.com/istio/istio, docker/Dockerfile.base at defb9210ba95; pilot/docker/Dockerfile.proxyv2
+# uses it as the default "debug" base). Ubuntu 24.04 (noble) ships iptables 1.8.10.
+_ISTIO_IPTABLES = "1.8.10"
+_ISTIO_SOURCE = (
+    "Istio's base image (docker/Dockerfile.base: ubuntu:noble, apt iptables) = Ubuntu 24.04's "
+    "iptables 1.8.10"
+)
 
 PROFILES: dict[str, Profile] = {
     p.name: p
@@ -38,6 +52,8 @@ PROFILES: dict[str, Profile] = {
             # later versions fall back to nft only when legacy is unusable (istio#57385).
             Backend.LEGACY,
             _IPT,
+            _ISTIO_IPTABLES,
+            _ISTIO_SOURCE,
         ),
         Profile(
             "istio-sidecar-tproxy",
@@ -45,6 +61,8 @@ PROFILES: dict[str, Profile] = {
             ("istio-sidecar-tproxy.v4.rules", "istio-sidecar-tproxy.v6.rules"),
             Backend.LEGACY,
             _IPT,
+            _ISTIO_IPTABLES,
+            _ISTIO_SOURCE,
         ),
         Profile(
             "istio-ambient",
@@ -52,6 +70,8 @@ PROFILES: dict[str, Profile] = {
             ("istio-ambient.v4.rules", "istio-ambient.v6.rules"),
             Backend.LEGACY,
             _IPT,
+            _ISTIO_IPTABLES,
+            _ISTIO_SOURCE,
         ),
         Profile(
             "istio-sidecar-nftables",
@@ -74,6 +94,12 @@ PROFILES: dict[str, Profile] = {
             # The Linkerd Helm chart's default iptables mode became nft (linkerd2#14326).
             Backend.NFT,
             _IPT,
+            # linkerd2-proxy-init's Dockerfile (github.com/linkerd/linkerd2-proxy-init at
+            # 183e791d99dc): `FROM alpine:3.24.1`, `apk add iptables-legacy iptables`. Alpine has
+            # shipped iptables 1.8.11 since 3.21; the 3.24 package version was not checked here.
+            "1.8.11",
+            "linkerd2-proxy-init's image (Dockerfile: alpine:3.24.1, apk iptables) = Alpine's "
+            "iptables 1.8.11",
         ),
     )
 }

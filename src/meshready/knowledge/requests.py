@@ -62,10 +62,20 @@ class Request:
 
 @dataclass(frozen=True)
 class Need:
-    """A request and the rules (``file:line what``) that make it."""
+    """A request and the rules (``file:line what``) that make it.
+
+    ``warning`` is None when the rules fail to apply if nothing answers the request (required);
+    otherwise the request is only recommended: the rules still apply and the tool prints this
+    warning (measured per iptables version, see knowledge/iptables_versions.py).
+    """
 
     request: Request
     reasons: tuple[str, ...]
+    warning: str | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.warning is None
 
 
 def table_request(family: Family, table: str) -> str:

@@ -12,6 +12,7 @@ from meshready.knowledge.iptables import (
     NFT_RULE_EXPRESSIONS,
     nft_chain_type,
 )
+from meshready.knowledge.iptables_versions import DEFAULT_VERSION, warn_only
 from meshready.knowledge.requests import (
     NFNETLINK,
     NFNL_SUBSYS_NFT_COMPAT,
@@ -34,20 +35,46 @@ class _Collector:
     def __init__(self) -> None:
         self.order: list[Request] = []
         self.reasons: dict[Request, list[str]] = {}
+        # request -> warnings when nothing answers it; absent: required (one required use wins)
+        self.warnings: dict[Request, list[str]] = {}
+        self.required: set[Request] = set()
+        # membership sets beside the ordered lists: 200k rules must stay linear
+        self._seen: dict[Request, set[str]] = {}
+        self._warned: dict[Request, set[str]] = {}
 
-    def add(self, request: Request, reason: str) -> None:
+    def add(self, request: Request, reason: str, warning: str | None = None) -> None:
         if request not in self.reasons:
             self.order.append(request)
             self.reasons[request] = []
-        if reason not in self.reasons[request]:
+            self._seen[request] = set()
+        if reason not in self._seen[request]:
+            self._seen[request].add(reason)
             self.reasons[request].append(reason)
+        if warning is None:
+            self.required.add(request)
+        elif warning not in self._warned.setdefault(request, set()):
+            self._warned[request].add(warning)
+            self.warnings.setdefault(request, []).append(warning)
 
     def needs(self) -> list[Need]:
-        return [Need(r, tuple(self.reasons[r])) for r in self.order]
+        return [
+            Need(
+                r,
+                tuple(self.reasons[r]),
+                None if r in self.required else "; ".join(self.warnings[r]),
+            )
+            for r in self.order
+        ]
 
 
-def needs_for(rulesets: Iterable[Ruleset], backend: Backend) -> list[Need]:
-    """Every request the rules make under ``backend``, each with the rules that make it."""
+def needs_for(
+    rulesets: Iterable[Ruleset], backend: Backend, iptables_version: str = DEFAULT_VERSION
+) -> list[Need]:
+    """Every request the rules make under ``backend``, each with the rules that make it.
+
+    ``iptables_version``: the iptables userspace that applies them (the mesh image's own); it
+    decides which of iptables-nft's requests are required and which only warn.
+    """
     out = _Collector()
     for ruleset in rulesets:
         if isinstance(ruleset, NftRuleset):
@@ -55,7 +82,7 @@ def needs_for(rulesets: Iterable[Ruleset], backend: Backend) -> list[Need]:
         elif backend is Backend.LEGACY:
             _legacy(ruleset, out)
         elif backend is Backend.NFT:
-            _iptables_nft(ruleset, out)
+            _iptables_nft(ruleset, out, iptables_version)
         else:
             raise InputError(
                 ruleset.source,
@@ -96,7 +123,7 @@ def _nf_tables_base(source: str, out: _Collector, line: int) -> None:
     out.add(Request((NFNL_SUBSYS_NFTABLES,)), f"{source}:{line} nf_tables subsystem")
 
 
-def _iptables_nft(rs: XtRuleset, out: _Collector) -> None:
+def _iptables_nft(rs: XtRuleset, out: _Collector, version: str) -> None:
     fam = rs.family
     nfproto = NFPROTO["ip6" if fam is Family.IPV6 else "ip"]
     for table in rs.tables:
@@ -115,16 +142,22 @@ def _iptables_nft(rs: XtRuleset, out: _Collector) -> None:
             for expr in NFT_RULE_EXPRESSIONS:
                 out.add(Request(nft_expr_candidates(nfproto, expr)), f"{where} {expr} (every rule)")
             for match in rule.matches:
-                if match in NFT_NATIVE_MATCHES:
+                name = NFT_MATCH_ALIASES.get(match, match)
+                # Every match is first looked up through nft_compat (the revision query), even
+                # one iptables then translates natively; whether an unanswered query is fatal
+                # depends on the iptables version (knowledge/iptables_versions.py).
+                warning = warn_only(version, name, match in rule.bare_matches)
+                native = match in NFT_NATIVE_MATCHES and match not in rule.bare_matches
+                how = "revision query via nft_compat" if native else "xt match via nft_compat"
+                out.add(Request((NFNL_SUBSYS_NFT_COMPAT,)), f"{where} -m {match} ({how})", warning)
+                out.add(
+                    Request((xt_extension_request(fam, name),)),
+                    f"{where} -m {match} ({how})",
+                    warning,
+                )
+                if native:
                     for expr in NFT_NATIVE_MATCHES[match]:
                         out.add(Request(nft_expr_candidates(nfproto, expr)), f"{where} -m {match}")
-                    continue
-                name = NFT_MATCH_ALIASES.get(match, match)
-                out.add(
-                    Request((NFNL_SUBSYS_NFT_COMPAT,)),
-                    f"{where} -m {match} (xt match via nft_compat)",
-                )
-                out.add(Request((xt_extension_request(fam, name),)), f"{where} -m {match}")
             if rule.target:
                 out.add(
                     Request((NFNL_SUBSYS_NFT_COMPAT,)),

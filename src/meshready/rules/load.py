@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
+from meshready.boundedio import read_text
 from meshready.errors import InputError
 from meshready.knowledge.profiles import PROFILES, Profile
 from meshready.knowledge.requests import Family
@@ -46,14 +47,9 @@ def load_rules_file(spec: str) -> Ruleset:
     prefix, sep, rest = spec.partition(":")
     if sep and prefix in _PREFIXES:
         syntax, path = prefix, rest
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(path, "no such file") from None
-    except UnicodeDecodeError:
-        raise InputError(path, "not a text file") from None
-    except OSError as exc:
-        raise InputError(path, f"cannot read ({exc.strerror})") from None
+    if not os.path.lexists(path):
+        raise InputError(path, "no such file")
+    text = read_text(path, errors="strict")  # bounded; a FIFO or device is refused, never read
     return parse_rules_text(text, path, syntax)
 
 

@@ -18,6 +18,9 @@ class XtRule:
     matches: tuple[str, ...]  # explicit (-m) and implicit (-p tcp --dport) matches, in order
     target: str | None  # extension target name; None for standard verdicts and user chains
     text: str
+    # matches given without any option of their own (`-p tcp -m tcp`): iptables-nft cannot
+    # translate those natively and sends them through nft_compat
+    bare_matches: tuple[str, ...] = ()
 
 
 @dataclass

@@ -24,6 +24,13 @@ def test_catalogue_is_complete_and_sourced() -> None:
         "redirect-not-applied",
         "rule-rejected",
         "unknown",
+        "lsm-denied",
+        "ipv6-disabled",
+        "tool-missing",
+        "foreign-rules",
+        "leftover-rules",
+        "xtables-lock",
+        "container-modprobe-failed",
     }
     for cause in lc.CAUSES.values():
         assert cause.sources and cause.meaning and cause.title

@@ -59,8 +59,9 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
         ("nf_tables", "nfnetlink"),
     ),
     (
+        # A modprobe's own view (a container's module tree), not the node's kernel.
         "modprobe: FATAL: Module nft_chain_nat not found in directory /lib/modules/6.1.0-13-amd64",
-        "module-not-in-kernel",
+        "container-modprobe-failed",
         ("nft_chain_nat",),
     ),
     (
@@ -71,10 +72,71 @@ CASES: list[tuple[str, str, tuple[str, ...]]] = [
     (AVC.format(comm="nft", kmod="nft-expr-redir"), "module-request-denied", ("nft_redir",)),
     (AVC.format(comm="iptables", kmod="ip6t_owner"), "module-request-denied", ("xt_owner",)),
     (
+        # Bare "Permission denied" = EACCES: an LSM refused the ip6_tables autoload.
         "ip6tables-save v1.8.7 (legacy): Cannot initialize: Permission denied\n"
         "Error: exit status 1",
+        "module-request-denied",
+        ("ip6_tables",),
+    ),
+    (
+        "ip6tables-save v1.8.7 (legacy): Cannot initialize: Permission denied (you must be root)",
         "permission-denied",
         (),
+    ),
+    (
+        "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Permission denied "
+        "(you must be root)",
+        "permission-denied",
+        (),
+    ),
+    (
+        "iptables v1.8.9 (nf_tables): Could not fetch rule set generation id: Protocol not "
+        "supported",
+        "nftables-unavailable",
+        ("nf_tables", "nfnetlink"),
+    ),
+    (
+        "iptables-legacy-save v1.8.9: Cannot initialize: iptables who? (do you need to insmod?)",
+        "legacy-table-missing",
+        ("ip_tables",),
+    ),
+    (
+        "netlink: Error: Could not process rule: Permission denied\n"
+        "add table inet istio-proxy-nat\n^^^^^^^^^^^^^^^^^^^^^^^^^^^^^\n",
+        "lsm-denied",
+        (),
+    ),
+    (
+        "iptables: Permission denied (you must be root).",
+        "permission-denied",
+        (),
+    ),
+    (
+        "ip6tables: Permission denied.\nexit status 1",
+        "lsm-denied",
+        (),
+    ),
+    (
+        "iptables v1.8.7 (nf_tables): CHAIN_USER_ADD failed (File exists): chain ISTIO_OUTPUT",
+        "leftover-rules",
+        (),
+    ),
+    (
+        "/bin/sh: iptables-restore: not found\nexit status 127",
+        "tool-missing",
+        (),
+    ),
+    (
+        "iptables: error while loading shared libraries: libip4tc.so.2: cannot open shared "
+        "object file: No such file or directory",
+        "tool-missing",
+        (),
+    ),
+    (
+        "ip6tables-restore v1.8.9 (legacy): ip6tables-restore: unable to initialize table 'nat'\n"
+        "modprobe: FATAL: Module ip6_tables not found in directory /lib/modules/6.18.2-talos",
+        "legacy-table-missing",
+        ("ip6_tables", "ip6table_nat"),
     ),
     (
         "/dev/stdin:3:1-52: Error: Could not process rule: Operation not permitted\n"
@@ -114,7 +176,12 @@ def test_unseen_wording(log: str, cause: str, modules: tuple[str, ...]) -> None:
     [
         # Expected noise in successful runs.
         "2020/07/15 16:22:43 < iptables: No chain/target/match by that name.",
-        "iptables: Chain already exists.",
+        "+ iptables -t nat -D PREROUTING -p tcp -j ISTIO_INBOUND\n"
+        "iptables v1.6.1: Couldn't load target `ISTIO_INBOUND':No such file or directory",
+        "Another app is currently holding the xtables lock; waiting (1s) for it to exit...",
+        "W0604 21:21:41.650330       1 proxier.go:498] Failed to load kernel module ip_vs with "
+        "modprobe. You can ignore this message when kube-proxy is running inside container without "
+        "mounting /lib/modules",
         "warn failed to setup execution environment, attempting to continue anyways: failed to "
         "remount /: permission denied",
         "info Running command: iptables-restore --noflush /tmp/iptables-rules-1.txt",
@@ -126,6 +193,27 @@ def test_unseen_wording(log: str, cause: str, modules: tuple[str, ...]) -> None:
 )
 def test_noise_is_not_a_finding(log: str) -> None:
     assert diagnose_text(log, "noise").findings == []
+
+
+@pytest.mark.parametrize(
+    "log",
+    [
+        # Failed steps that must never look clean, whatever the message.
+        "iptables: Chain already exists.",
+        "something went wrong\nexit status 3",
+        "panic: runtime error: invalid memory address or nil pointer dereference",
+        "+ iptables -t nat -A ISTIO_REDIRECT -p tcp -j REDIRECT --to-port 15001\n"
+        "iptables: No chain/target/match by that name.",
+        "error Error connecting to 127.0.0.6:15002: dial tcp 127.0.0.1:0->127.0.0.6:15002: "
+        "connect: connection refused",
+        "Failed to execute: /usr/sbin/frobnicate, exit status 5",
+        "iptables v1.8.10 (nf_tables): something nobody has seen before: cannot do it",
+    ],
+)
+def test_failure_is_never_clean(log: str) -> None:
+    diagnosis = diagnose_text(log, "failing")
+    assert diagnosis.findings, log
+    assert diagnosis.failed
 
 
 def test_failed_line_is_mapped_to_the_printed_rule() -> None:

@@ -1,22 +1,31 @@
 """Signals -> findings, ranked: the most likely cause first.
 
-Rules of thumb that keep clean logs clean: names of missing tables, extensions, modules and SELinux
-denials are findings on their own; weak messages (an errno, "No chain/target/match by that name",
-a failed line number, an error-level line) only count when the log also shows the run failed.
+Rules of thumb:
+- never silent on failure: a log that shows a failed step gets at least one finding (``unknown``
+  with the evidence quoted when no known cause fits);
+- clean logs stay clean: names of missing tables, extensions and SELinux denials are findings on
+  their own; weak messages ("No chain/target/match by that name" after a cleanup command, a chain
+  of the tool's own that is not there yet) only count when the log also shows the run failed;
+- the fatal line decides: when a warning ("Extension X revision 0 not supported") and a fatal
+  error with a cause of its own both appear, the fatal error's cause is the finding and the
+  warning is supporting evidence;
+- a modprobe message from a container says nothing about the node: ``module-not-in-kernel`` needs
+  the node's own assessment (``DiagnoseContext.absent_modules``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from operator import attrgetter
 
 from meshready.assess.resolve import knowledge_index, resolve_request
 from meshready.diagnose import fixes
 from meshready.diagnose.logrules import LogRules, modules_for_needs, modules_for_rules
 from meshready.diagnose.model import DiagnoseContext, Evidence, Finding, Fix
 from meshready.diagnose.readers import LogLine
-from meshready.diagnose.signals import Kind, Signal
+from meshready.diagnose.signals import Errno, Kind, Signal, Step
 from meshready.errors import InputError
 from meshready.knowledge import log_causes as lc
 from meshready.knowledge.iptables import CORE_EXTENSIONS
@@ -52,9 +61,23 @@ class _State:
     failed: bool
     profile: str | None
     profile_used: bool = False
+    _mentioned: dict[str, bool] = field(default_factory=dict)
 
     def of(self, *kinds: Kind) -> list[Signal]:
         return [s for s in self.signals if s.kind in kinds]
+
+    def mentions(self, word: str) -> bool:
+        """Whether any line has ``word`` (lower case) in it, in any case. Asked once per word:
+        a long log has a million lines, joined and lower-cased here in blocks (the same text as
+        the lines lower-cased one by one: the only context str.lower reads, for a final sigma,
+        stops at a newline)."""
+        if word not in self._mentioned:
+            text = attrgetter("text")
+            self._mentioned[word] = any(
+                word in "\n".join(map(text, self.lines[i : i + 10_000])).lower()
+                for i in range(0, len(self.lines), 10_000)
+            )
+        return self._mentioned[word]
 
 
 def classify(
@@ -76,15 +99,23 @@ def classify(
     findings: list[Finding] = []
     for build in (
         _module_request_denied,
-        _module_not_in_kernel,
         _legacy_table_missing,
         _extension_missing,
         _nftables_unavailable,
+        _ipv6_disabled,
         _permission_denied,
+        _lsm_denied,
+        _tool_missing,
+        _foreign_rules,
+        _leftover_rules,
+        _xtables_lock,
+        _container_modprobe_failed,
         _redirect_not_applied,
         _rule_rejected,
     ):
         findings.extend(build(state))
+    findings = _fatal_decides(state, findings)
+    findings.extend(_module_not_in_kernel(state, findings))
     if not findings and state.failed:
         findings.append(_unknown(state))
     _promote_root_causes(findings)
@@ -114,17 +145,48 @@ def _backend(signals: list[Signal], rules: LogRules) -> Backend:
     return Backend(best) if votes[best] else Backend.LEGACY
 
 
+_STRONG = {
+    Kind.TABLE_MISSING,
+    Kind.CORE_MISSING,
+    Kind.EXTENSION_MISSING,
+    Kind.NFT_UNAVAILABLE,
+    Kind.NFT_RULE_ERROR,
+    Kind.VALIDATION_FAILED,
+    Kind.AVC_MODULE,
+    Kind.AVC_OTHER,
+    Kind.MODPROBE_NOT_FOUND,
+    Kind.MODULE_LOAD_REFUSED,
+    Kind.PERMISSION,
+    Kind.CHAIN_EXISTS,
+    Kind.IPV6_DISABLED,
+    Kind.FOREIGN_RULES,
+    Kind.TOOL_MISSING,
+    Kind.RULE_FAILED,
+    Kind.RESTORE_LINE,
+    Kind.FAILURE,
+}
+
+
+def _is_failure(s: Signal) -> bool:
+    """Does this signal, on its own, show a failed step?"""
+    if s.warning:
+        return False
+    if s.kind in _STRONG:
+        return True
+    if s.kind in (Kind.XT_ENOENT, Kind.CHAIN_MISSING):
+        return s.step is Step.SETUP
+    if s.kind is Kind.LOCK_HELD:
+        return s.detail == "gave up"
+    if s.kind is Kind.VALIDATION_PROBE:
+        return bool(re.search(r"refused|timed? ?out|i/o timeout|reset", s.detail, re.IGNORECASE))
+    return False
+
+
 def _failed(signals: list[Signal]) -> bool:
-    strong = {
-        Kind.TABLE_MISSING,
-        Kind.CORE_MISSING,
-        Kind.EXTENSION_MISSING,
-        Kind.NFT_UNAVAILABLE,
-        Kind.NFT_RULE_ERROR,
-        Kind.VALIDATION_FAILED,
-        Kind.AVC_MODULE,
-    }
-    return any(s.kind is Kind.FAILURE or s.kind in strong for s in signals)
+    if any(s.kind is Kind.VALIDATION_PASSED for s in signals):
+        # A passing validator: its earlier refused probes were retries.
+        return any(_is_failure(s) for s in signals if s.kind is not Kind.VALIDATION_PROBE)
+    return any(_is_failure(s) for s in signals)
 
 
 def _profile(lines: list[LogLine], context: DiagnoseContext) -> str | None:
@@ -271,9 +333,7 @@ def _rules_phrase(state: _State) -> str:
 
 
 def _selinux_in_log(state: _State) -> bool:
-    return bool(state.of(Kind.AVC_MODULE, Kind.AVC_OTHER)) or any(
-        "selinux" in ln.text.lower() for ln in state.lines
-    )
+    return bool(state.of(Kind.AVC_MODULE, Kind.AVC_OTHER)) or state.mentions("selinux")
 
 
 # --- causes --------------------------------------------------------------------------------------
@@ -284,19 +344,33 @@ def _module_request_denied(state: _State) -> list[Finding]:
     refused = [
         s
         for s in state.of(Kind.MODULE_LOAD_REFUSED)
-        if s.errno and not s.errno.lower().startswith("permission")
+        if s.errno in (Errno.EPERM, Errno.EKEYREJECTED, Errno.ENOKEY)
     ]
-    if not avc and not refused:
+    autoload = _eacces_on_setup(state)
+    if not avc and not refused and not autoload:
         return []
     requests = _dedupe(s.name or "" for s in avc)
     modules = _dedupe(
         [
             *(_module_for_request(r, state) for r in requests),
             *(_module_for_request(s.name, state) for s in refused if s.name),
+            *(m for s in autoload for m in _setup_modules(state, s)),
         ]
     )
-    enforcing = any(s.extra[1:] == ("enforcing",) for s in avc) or bool(refused)
+    enforcing = any(s.extra[1:] == ("enforcing",) for s in avc) or bool(refused) or bool(autoload)
     parts = []
+    if autoload and not avc:
+        what = _dedupe(
+            (f"table {s.table}" if s.table else f"{s.ext_kind or 'extension'} {s.name}")
+            for s in autoload
+        )
+        parts.append(
+            f"Setting up {', '.join(what)} failed with a bare 'Permission denied': EACCES, which "
+            "a missing capability never gives (that is EPERM, '(you must be root)'). A security "
+            "module (SELinux, AppArmor) refused, and on table or extension setup what it refuses "
+            "is the kernel loading the module on the container's behalf (the table lookup "
+            "returns request_module()'s error)."
+        )
     if avc:
         contexts = _dedupe(
             s.detail.split(":")[2] if s.detail.count(":") >= 2 else s.detail for s in avc
@@ -323,54 +397,134 @@ def _module_request_denied(state: _State) -> list[Finding]:
         )
     rule_mods = _rule_modules(state, state.backend)
     all_mods = _dedupe([*modules, *rule_mods])
+    selinux = bool(avc) or (bool(autoload) and _selinux_in_log(state))
+    confidence = 0.97 if (avc or refused) and enforcing else 0.8 if autoload else 0.45
     return [
         _finding(
             state,
             lc.MODULE_REQUEST_DENIED,
             all_mods,
-            [*avc, *refused],
+            [*avc, *refused, *autoload],
             " ".join(parts),
-            fixes.load_modules(all_mods, state.backend.value, state.profile, selinux=bool(avc)),
-            0.97 if enforcing else 0.45,
+            fixes.load_modules(
+                all_mods,
+                state.backend.value,
+                state.profile,
+                selinux=bool(avc) or bool(autoload),
+            ),
+            confidence,
             rule_modules=rule_mods,
-            selinux=bool(avc),
+            selinux=selinux,
         )
     ]
 
 
-def _module_not_in_kernel(state: _State) -> list[Finding]:
-    found = state.of(Kind.MODPROBE_NOT_FOUND)
-    if not found:
+def _eacces_on_setup(state: _State) -> list[Signal]:
+    return [
+        s
+        for s in state.of(Kind.PERMISSION)
+        if s.errno is Errno.EACCES and s.detail in ("table setup", "extension setup")
+    ]
+
+
+def _setup_modules(state: _State, s: Signal) -> tuple[str, ...]:
+    """The modules a table or extension setup asks the kernel for."""
+    fam = _family(s)
+    if s.table:
+        return (
+            iptables_core_module(fam),
+            _module_for_request(table_request(fam, s.table), state),
+        )
+    if s.name:
+        return (_module_for_request(xt_extension_request(fam, s.name), state),)
+    return (iptables_core_module(fam),)
+
+
+def _module_not_in_kernel(state: _State, findings: list[Finding]) -> list[Finding]:
+    """Only the node's own assessment says a module is absent from its kernel."""
+    absent = set(state.context.absent_modules)
+    if not absent:
         return []
-    names = _dedupe((s.name or "").replace("-", "_") for s in found)
+    found = state.of(Kind.MODPROBE_NOT_FOUND)
+    named = [(s.name or "").replace("-", "_") for s in found]
+    implicated = [m for f in findings for m in f.modules]
+    modules = _dedupe(m for m in [*named, *implicated] if m in absent)
+    if not modules:
+        return []
     release = state.kernel_release or next((s.detail for s in found if s.detail), None)
     version = parse_kernel_version(release or "")
     renamed = tuple(
-        f"{n} (now {r.new})"
-        for n in names
-        if (r := gone_on(n, version) or rename_for(n)) is not None
+        f"{n} (now {r.new})" for n in modules if (r := gone_on(n, version) or rename_for(n))
     )
-    real = tuple(n for n in names if rename_for(n) is None)
-    modules = real or names
-    where = f" for kernel {release}" if release else ""
+    node = f"node {state.context.node}" if state.context.node else "the node"
     text = (
-        f"modprobe found no {', '.join(modules)} module{'s' if len(modules) > 1 else ''}{where}. "
-        "Either the kernel was built without it, it is built in (then modprobe usually says so "
-        "and nothing needs loading), or modprobe looked in a module tree that is not the "
-        "node's (a container image's own /lib/modules)."
+        f"{node}'s own assessment finds {', '.join(modules)} absent from its kernel (not built, "
+        "not in its module tree): nothing can load "
+        f"{'them' if len(modules) > 1 else 'it'}, so the failure in this log follows from it."
     )
     if renamed:
         text += " Old names that no longer exist on this kernel: " + ", ".join(renamed) + "."
-    only_renamed = not real
+    evidence = [s for s in found if (s.name or "").replace("-", "_") in modules]
+    extra = [e for f in findings if set(f.modules) & set(modules) for e in f.evidence_lines]
+    extra_lines = {e.line for e in extra}
+    lines = [ln for ln in state.lines if ln.lineno in extra_lines]
     return [
         _finding(
             state,
             lc.MODULE_NOT_IN_KERNEL,
             modules,
-            found,
+            evidence,
             text,
             fixes.not_in_kernel(modules, release, renamed),
-            0.3 if only_renamed else 0.85,
+            0.93,
+            extra_evidence=lines,
+        )
+    ]
+
+
+def _container_modprobe_failed(state: _State) -> list[Finding]:
+    """modprobe failed where it ran (a container): nothing else explains the failure."""
+    found = state.of(Kind.MODPROBE_NOT_FOUND)
+    no_tree = state.of(Kind.MODPROBE_NO_TREE)
+    refused = [
+        s
+        for s in state.of(Kind.MODULE_LOAD_REFUSED)
+        if s.errno not in (Errno.EPERM, Errno.EKEYREJECTED, Errno.ENOKEY, Errno.EACCES)
+    ]
+    if not found and not refused:
+        return []
+    if state.of(
+        Kind.TABLE_MISSING, Kind.CORE_MISSING, Kind.EXTENSION_MISSING, Kind.NFT_UNAVAILABLE
+    ):
+        return []  # the table/extension finding carries these lines as supporting evidence
+    names = _dedupe((s.name or "").replace("-", "_") for s in [*found, *refused])
+    real = tuple(n for n in names if rename_for(n) is None)
+    release = state.kernel_release or next((s.detail for s in found if s.detail), None)
+    version = parse_kernel_version(release or "")
+    renamed = tuple(
+        f"{n} (now {r.new})" for n in names if (r := gone_on(n, version) or rename_for(n))
+    )
+    modules = real or names
+    where = f" in /lib/modules/{release}" if release else ""
+    text = (
+        f"A modprobe inside the container could not load {', '.join(modules)}{where}. It looked "
+        "in the container's own module tree (or had none), which says nothing about the node's "
+        "kernel: load the modules on the node, and check there whether they exist."
+    )
+    if renamed:
+        text += " Old names that no longer exist on this kernel: " + ", ".join(renamed) + "."
+    rule_mods = _rule_modules(state, state.backend)
+    all_mods = _dedupe([*modules, *rule_mods])
+    return [
+        _finding(
+            state,
+            lc.CONTAINER_MODPROBE_FAILED,
+            all_mods,
+            [*found, *refused, *no_tree],
+            text,
+            fixes.container_modprobe(all_mods, state.backend.value, state.profile),
+            0.3 if not real else 0.75,
+            rule_modules=rule_mods,
         )
     ]
 
@@ -393,6 +547,7 @@ def _legacy_table_missing(state: _State) -> list[Finding]:
     rule_mods = _rule_modules(state, Backend.LEGACY)
     modules = _dedupe([*implicated_t, *rule_mods])
     no_tree = state.of(Kind.MODPROBE_NO_TREE)
+    not_found = state.of(Kind.MODPROBE_NOT_FOUND)
     what = ", ".join(_dedupe(tables)) or "the legacy tables"
     text = (
         f"iptables-legacy could not open {what}: {' or '.join(implicated_t)} is not loaded on the "
@@ -402,6 +557,15 @@ def _legacy_table_missing(state: _State) -> list[Finding]:
     )
     if no_tree:
         text += " The log confirms it: modprobe had no module tree inside the container."
+    if not_found:
+        missing = ", ".join(_dedupe(s.name or "" for s in not_found))
+        text += (
+            f" modprobe reported {missing} not found in the module tree it saw; when that "
+            "modprobe ran in a container, that is the container's tree, not the node's. If the "
+            "commands below fail on the node itself, the kernel lacks the module (some kernels, "
+            "e.g. Talos or 6.18 builds without IP_NF_IPTABLES_LEGACY, no longer ship ip_tables): "
+            "then move the mesh to iptables-nft."
+        )
     if rule_mods:
         text += (
             _rules_phrase(state) + ", ".join(rule_mods) + " (derived with meshready's "
@@ -412,7 +576,7 @@ def _legacy_table_missing(state: _State) -> list[Finding]:
             state,
             lc.LEGACY_TABLE_MISSING,
             modules,
-            [*sigs, *no_tree],
+            [*sigs, *no_tree, *not_found],
             text,
             fixes.load_modules(modules, "legacy", state.profile, _selinux_in_log(state)),
             0.9,
@@ -447,7 +611,7 @@ def _extension_missing(state: _State) -> list[Finding]:
     rule_mods = _rule_modules(state, backend)
     modules = _dedupe([*implicated_t, *rule_mods])
     failed_rules = [
-        s for s in state.of(Kind.RULE_FAILED) if (s.errno or "").lower().startswith("no such file")
+        s for s in state.of(Kind.RULE_FAILED) if s.errno in (Errno.ENOENT, Errno.EOPNOTSUPP)
     ]
     text = (
         f"The kernel could not provide {', '.join(_dedupe(described)) or 'an extension'}. "
@@ -459,8 +623,8 @@ def _extension_missing(state: _State) -> list[Finding]:
             "With iptables-nft the extension runs through nft_compat, which must be there too; "
             "the failed rule was then refused (No such file or directory). "
         )
-    if state.context.kernel_release is None and any(
-        "gvisor" in ln.text.lower() or "runsc" in ln.text.lower() for ln in state.lines
+    if state.context.kernel_release is None and (
+        state.mentions("gvisor") or state.mentions("runsc")
     ):
         text += "This looks like a gVisor sandbox, whose netstack has no such extension at all. "
     if rule_mods:
@@ -536,11 +700,15 @@ def _nftables_unavailable(state: _State) -> list[Finding]:
             described.append(f"the {ctype} chain type (table {s.table or ctype})")
         else:
             implicated.extend(("nf_tables", "nfnetlink"))
-            described.append(f"nf_tables itself ({s.errno or s.detail or 'unavailable'})")
+            described.append(
+                f"nf_tables itself ({s.errno_text or s.detail or 'unavailable'}"
+                + (f", {s.errno.value}" if s.errno else "")
+                + ")"
+            )
     for s in rule_errors:
-        errno = (s.errno or "").lower()
+        errno = s.errno
         rule, span = s.extra if len(s.extra) == 2 else ("", "")
-        if "no such file" in errno:
+        if errno is Errno.ENOENT:
             verdict, mods = _nft_span_modules(state, rule, span)
             if verdict in ("position", "chain") or not mods:
                 continue  # a rule-level problem: see rule-rejected
@@ -549,12 +717,12 @@ def _nftables_unavailable(state: _State) -> list[Finding]:
             implicated.extend(mods)
             sigs.append(s)
             described.append(f"the expression in '{span or rule}' ({', '.join(mods)})")
-        elif re.search(r"not supported|protocol|family", errno):
+        elif errno in (Errno.EOPNOTSUPP, Errno.EPROTONOSUPPORT, Errno.EAFNOSUPPORT):
             sigs.append(s)
             implicated.append("nf_tables")
             if "type nat" in rule:
                 implicated.append(_module_for_request(nft_chain_request(1, "nat"), state))
-            described.append(f"nf_tables for '{rule or '?'}' ({s.errno})")
+            described.append(f"nf_tables for '{rule or '?'}' ({s.errno_text})")
     if not sigs:
         return out
     backend = Backend.NFTABLES if rule_errors else Backend.NFT
@@ -569,7 +737,10 @@ def _nftables_unavailable(state: _State) -> list[Finding]:
         + ". "
         + (
             "'Could not fetch rule set generation id' means iptables-nft got no answer from "
-            "nf_tables at all (nf_tables or nfnetlink missing, or a kernel too old). "
+            "nf_tables at all: the kernel answers EINVAL ('Invalid argument') when the nf_tables "
+            "netlink subsystem is not there, EPROTONOSUPPORT ('Protocol not supported') when "
+            "nfnetlink itself is missing (kernel without nf_tables, very old or minimal kernels, "
+            "NAS kernels). "
             if any(s.name == "nf_tables" and s.kind is Kind.NFT_UNAVAILABLE for s in sigs)
             else ""
         )
@@ -598,46 +769,185 @@ def _nftables_unavailable(state: _State) -> list[Finding]:
 
 
 def _permission_denied(state: _State) -> list[Finding]:
-    perms = state.of(Kind.PERMISSION)
-    avc = state.of(Kind.AVC_OTHER)
-    refused_perm = [
-        s
-        for s in state.of(Kind.MODULE_LOAD_REFUSED)
-        if (s.errno or "").lower().startswith("permission")
-    ]
-    if not perms and not avc and not refused_perm:
+    """EPERM: no CAP_NET_ADMIN (CAP_NET_RAW) in the network namespace's owning user namespace."""
+    perms = [s for s in state.of(Kind.PERMISSION) if s.errno is Errno.EPERM]
+    refused_perm: list[Signal] = []
+    if not perms:
         return []
-    if perms and not avc and not state.failed and all(s.detail == "generic" for s in perms):
-        # A stray "permission denied" with no failure: a probe that was allowed to fail.
+    if not state.failed and all(s.detail == "generic" for s in perms):
+        # A stray "not permitted" with no failure: a probe that was allowed to fail.
         return []
-    selinux = bool(avc) or _selinux_in_log(state)
-    must_be_root = any("must be root" in (s.errno or "").lower() for s in perms)
+    selinux = _selinux_in_log(state)
+    must_be_root = any("must be root" in s.errno_text.lower() for s in perms)
     nft = any(s.backend in ("nft", "nftables") for s in perms)
     tables = _dedupe(s.table or "" for s in perms)
-    text = (
-        "The kernel refused the netfilter change itself (EPERM/EACCES), not for a missing "
-        "module: the container "
-        + (f"could not open table {', '.join(tables)} " if tables else "")
-        + "lacks CAP_NET_ADMIN/CAP_NET_RAW, does not run as root, or is confined by its "
-        "security label."
+    userns = any(
+        re.search(
+            r"rootless|user ?namespace|unshare|nsenter -U|--userns|slirp4netns", ln.text, re.I
+        )
+        for ln in state.lines[:400]
     )
-    if avc:
-        denied = _dedupe(f"{s.name or '?'} {s.detail}" for s in avc)
-        text += " SELinux denied: " + "; ".join(denied) + "."
-    elif selinux:
-        text += " The log mentions SELinux: check the node's audit log for AVC denials."
+    text = (
+        "The kernel answered EPERM"
+        + (" ('Permission denied (you must be root)')" if must_be_root else "")
+        + ": the process "
+        + (f"that opened table {', '.join(tables)} " if tables else "")
+        + "has no CAP_NET_ADMIN (CAP_NET_RAW for iptables-legacy's raw socket) in the user "
+        "namespace that owns the pod's network namespace. Not a module problem: the container "
+        "lacks the capabilities, does not run as root, or runs in a user namespace (rootless, "
+        "user-namespaced pods) that does not own the network namespace it changes."
+    )
+    if userns:
+        text += " The log shows a user namespace / rootless setup."
+    if selinux:
+        text += " The log mentions SELinux: check the node's audit log for AVC denials too."
     return [
         _finding(
             state,
             lc.PERMISSION_DENIED,
             (),
-            [*perms, *avc, *refused_perm],
+            [*perms, *refused_perm],
             text,
             fixes.permission(selinux, must_be_root, nft),
-            0.85 if perms else 0.6,
+            0.9 if must_be_root else 0.85,
             selinux=selinux,
         )
     ]
+
+
+def _lsm_denied(state: _State) -> list[Finding]:
+    """EACCES (not on table/extension setup) and LSM denials other than module_request."""
+    setup = set(id(s) for s in _eacces_on_setup(state))
+    perms = [s for s in state.of(Kind.PERMISSION) if s.errno is Errno.EACCES and id(s) not in setup]
+    avc = [s for s in state.of(Kind.AVC_OTHER) if not s.warning]
+    if not perms and not avc:
+        return []
+    if not avc and not state.failed and all(s.detail == "generic" for s in perms):
+        return []
+    selinux = bool(avc and any("AppArmor" not in s.detail for s in avc)) or _selinux_in_log(state)
+    text = (
+        "A security module refused the netfilter operation (EACCES, a bare 'Permission denied'): "
+        "capabilities were not the problem. "
+    )
+    if avc:
+        denied = _dedupe(f"{s.name or '?'} {s.detail}" for s in avc)
+        text += "Denied: " + "; ".join(denied) + "."
+    else:
+        text += "Look for SELinux AVC or AppArmor denials on the node at that time."
+    return [
+        _finding(
+            state,
+            lc.LSM_DENIED,
+            (),
+            [*perms, *avc],
+            text,
+            fixes.lsm(selinux),
+            0.8,
+            selinux=selinux,
+        )
+    ]
+
+
+def _ipv6_disabled(state: _State) -> list[Finding]:
+    sigs = state.of(Kind.IPV6_DISABLED)
+    if not sigs:
+        return []
+    tables = _dedupe(s.table or "" for s in sigs)
+    text = (
+        "ip6tables got EAFNOSUPPORT ('Address family not supported by protocol')"
+        + (f" opening table {', '.join(tables)}" if tables else "")
+        + ": the node's kernel runs without IPv6 (ipv6.disable=1), so no IPv6 netfilter socket "
+        "can exist. Loading modules does not help; the mesh must not program IPv6 on this node, "
+        "or the node must boot with IPv6."
+    )
+    return [
+        _finding(state, lc.IPV6_DISABLED, (), sigs, text, fixes.ipv6_disabled(state.profile), 0.9)
+    ]
+
+
+def _tool_missing(state: _State) -> list[Finding]:
+    sigs = state.of(Kind.TOOL_MISSING)
+    if not sigs:
+        return []
+    named = _dedupe(s.name or "" for s in sigs)
+    if not named and not state.of(Kind.FAILURE):
+        return []
+    text = (
+        "A program or library the run needs is missing where it ran"
+        + (f": {', '.join(named)}" if named else " (exit status 127: command not found)")
+        + ". Not a kernel problem: install it on the node or in the image, or switch the mesh "
+        "to the iptables mode whose binary is there."
+    )
+    failures = [s for s in state.of(Kind.FAILURE) if not s.warning][:3]
+    return [
+        _finding(
+            state,
+            lc.TOOL_MISSING,
+            (),
+            [*sigs, *failures],
+            text,
+            fixes.tool_missing(named),
+            0.85 if named else 0.6,
+        )
+    ]
+
+
+def _foreign_rules(state: _State) -> list[Finding]:
+    sigs = state.of(Kind.FOREIGN_RULES)
+    if not sigs:
+        return []
+    libs = _dedupe(f"{s.ext_kind} {s.name}" for s in sigs if s.name)
+    text = (
+        "The tables already hold rules the mesh's iptables cannot read, so it fails listing or "
+        "restoring them: "
+        + (
+            f"no userspace library for {', '.join(libs)} in this image"
+            if libs
+            else "rules written with the nft tool (or a newer iptables) in a table iptables-nft "
+            "manages ('is incompatible, use 'nft' tool')"
+        )
+        + ". The rules were added by another tool on the node."
+    )
+    return [_finding(state, lc.FOREIGN_RULES, (), sigs, text, fixes.foreign_rules(), 0.85)]
+
+
+def _leftover_rules(state: _State) -> list[Finding]:
+    sigs = state.of(Kind.CHAIN_EXISTS)
+    if not sigs:
+        return []
+    chains = _dedupe(s.name or "" for s in sigs)
+    cmd = next((s.command for s in sigs if s.command), None)
+    text = (
+        "The run creates "
+        + (f"chain {', '.join(chains)}" if chains else "a chain")
+        + (f" ({cmd})" if cmd and not chains else "")
+        + " that already exists (EEXIST, 'Chain already exists'): rules left over from an "
+        "earlier run in the same network namespace (the init container ran again in a pod whose "
+        "sandbox survived) or from another process. Not a kernel module problem."
+    )
+    return [
+        _finding(
+            state,
+            lc.LEFTOVER_RULES,
+            (),
+            sigs,
+            text,
+            fixes.leftover_rules(state.context.container),
+            0.85,
+        )
+    ]
+
+
+def _xtables_lock(state: _State) -> list[Finding]:
+    sigs = [s for s in state.of(Kind.LOCK_HELD) if s.detail == "gave up"]
+    if not sigs:
+        return []
+    text = (
+        "iptables gave up waiting for the xtables lock ('Another app is currently holding the "
+        "xtables lock'): another iptables user on the node held it at that moment. Transient; "
+        "the caller should wait for the lock (-w)."
+    )
+    return [_finding(state, lc.XTABLES_LOCK, (), sigs, text, fixes.xtables_lock(), 0.8)]
 
 
 def _redirect_not_applied(state: _State) -> list[Finding]:
@@ -645,7 +955,8 @@ def _redirect_not_applied(state: _State) -> list[Finding]:
         return []
     failed = state.of(Kind.VALIDATION_FAILED)
     probes = state.of(Kind.VALIDATION_PROBE)
-    if not failed and len(probes) < 3:
+    refused = [s for s in probes if _is_failure(s)]
+    if not failed and len(probes) < 3 and not refused:
         return []
     addr = probes[0].name if probes else None
     text = (
@@ -655,7 +966,7 @@ def _redirect_not_applied(state: _State) -> list[Finding]:
         "The rules are written by the mesh's CNI plugin on the node; it did not run for this pod "
         "(pod scheduled before the plugin was ready on the node) or it failed there."
     )
-    confidence = 0.85 if failed else 0.55
+    confidence = 0.85 if failed else 0.55 if len(probes) >= 3 else 0.45
     return [
         _finding(
             state,
@@ -672,13 +983,23 @@ def _redirect_not_applied(state: _State) -> list[Finding]:
 def _rule_rejected(state: _State) -> list[Finding]:
     # A named extension explains the rule failures that follow it.
     failed_rules = [] if state.of(Kind.EXTENSION_MISSING) else state.of(Kind.RULE_FAILED)
-    chains = state.of(Kind.CHAIN_MISSING)
-    enoent = state.of(Kind.XT_ENOENT) if state.failed else []
+    # Expected cleanup noise (deleting, flushing, probing the tool's own chains before they exist)
+    # only counts when the run failed and nothing else explains it.
+    chains = [s for s in state.of(Kind.CHAIN_MISSING) if s.step is Step.SETUP or state.failed]
+    enoent = [s for s in state.of(Kind.XT_ENOENT) if s.step is Step.SETUP or state.failed]
+    if any(s.step is Step.SETUP for s in [*chains, *enoent]):
+        # A setup step failed: the cleanup noise before it is not the cause.
+        chains = [s for s in chains if s.step is Step.SETUP]
+        enoent = [s for s in enoent if s.step is Step.SETUP]
+    elif _explained_elsewhere(state):
+        chains, enoent = [], []
     positional: list[Signal] = []
     for s in state.of(Kind.NFT_RULE_ERROR):
-        if "no such file" not in (s.errno or "").lower():
+        if s.errno is not Errno.ENOENT:
             continue
         rule, span = s.extra if len(s.extra) == 2 else ("", "")
+        if not rule:
+            continue  # nft did not quote the rule: nothing says what it referred to
         verdict, mods = _nft_span_modules(state, rule, span)
         if verdict in ("position", "chain") or not mods:
             positional.append(s)
@@ -700,8 +1021,13 @@ def _rule_rejected(state: _State) -> list[Finding]:
     candidates: tuple[str, ...] = ()
     if failing_rule:
         candidates = _candidates_for_rule(state, failing_rule)
+    setup_command = next(
+        (s.command for s in [*enoent, *chains] if s.step is Step.SETUP and s.command), None
+    )
+    if not candidates and setup_command:
+        candidates = _candidates_for_command(state, setup_command)
     parts: list[str] = []
-    errnos = _dedupe(s.errno or "" for s in failed_rules)
+    errnos = _dedupe(s.errno_text or (s.errno.value if s.errno else "") for s in failed_rules)
     if failed_rules:
         parts.append(
             "The kernel refused a rule"
@@ -723,9 +1049,19 @@ def _rule_rejected(state: _State) -> list[Finding]:
         )
     if enoent:
         parts.append(
-            "'No chain/target/match by that name' means either a missing chain or a match or "
-            "target whose module could not be loaded."
+            "'No chain/target/match by that name' (ENOENT) means either a missing chain or a "
+            "match or target whose module could not be loaded."
         )
+        if setup_command:
+            parts.append(
+                f"It answered the setup command '{setup_command}'"
+                + (
+                    f", whose extensions need {', '.join(candidates)}: with its chain just "
+                    "created, a module the kernel could not load is the likely reason."
+                    if candidates
+                    else "."
+                )
+            )
     for s in positional:
         rule_text, span = s.extra if len(s.extra) == 2 else ("", "")
         parts.append(
@@ -735,6 +1071,8 @@ def _rule_rejected(state: _State) -> list[Finding]:
     if failing_rule:
         parts.append(f"The failing line is: {failing_rule}")
     confidence = 0.5 if (failed_rules or enoent) else 0.6
+    if setup_command and candidates:
+        confidence = 0.6
     return [
         _finding(
             state,
@@ -746,6 +1084,69 @@ def _rule_rejected(state: _State) -> list[Finding]:
             confidence,
         )
     ]
+
+
+def _explained_elsewhere(state: _State) -> bool:
+    """Is there a failure with a cause of its own (so cleanup noise is just noise)?"""
+    return bool(
+        state.of(
+            Kind.TABLE_MISSING,
+            Kind.CORE_MISSING,
+            Kind.AVC_MODULE,
+            Kind.NFT_UNAVAILABLE,
+            Kind.EXTENSION_MISSING,
+            Kind.PERMISSION,
+            Kind.IPV6_DISABLED,
+            Kind.FOREIGN_RULES,
+            Kind.TOOL_MISSING,
+            Kind.CHAIN_EXISTS,
+            Kind.VALIDATION_FAILED,
+        )
+    )
+
+
+_COMMENT_ARG = re.compile(r"\s-m\s+comment\s+--comment(?:\s+.*?)?(?=\s-[a-zA-Z-]|$)")
+_BUILTIN_CHAINS = {"PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"}
+_COMMAND_RULE = re.compile(
+    r"(?:^|\s)(?:(?:/\S*/)?ip6?tables(?:-legacy|-nft)?)\s+(?P<args>.*?)(?:\]|$)"
+)
+
+
+def _candidates_for_command(state: _State, command: str) -> tuple[str, ...]:
+    """The modules one traced iptables command needs (its table, matches and targets)."""
+    m = _COMMAND_RULE.search(command)
+    # Comments are free text (cilium leaves them unquoted); they need xt_comment, nothing else.
+    text = _COMMENT_ARG.sub(" -m comment --comment x", m.group("args") if m else command)
+    args = text.split()
+    table = "filter"
+    rest: list[str] = []
+    i = 0
+    while i < len(args):
+        if args[i] in ("-t", "--table") and i + 1 < len(args):
+            table = args[i + 1]
+            i += 2
+            continue
+        if args[i] in ("-w", "--wait") and i + 1 < len(args) and args[i + 1].isdigit():
+            i += 2
+            continue
+        if args[i] in ("-w", "--wait", "-W"):
+            i += 1
+            continue
+        rest.append(args[i])
+        i += 1
+    if not rest or rest[0] not in ("-A", "-I", "--append", "--insert"):
+        return ()
+    family = Family.IPV6 if re.search(r"\bip6", command) else Family.IPV4
+    chains = {rest[1]} if len(rest) > 1 and rest[1] not in _BUILTIN_CHAINS else set()
+    jump = re.search(r"(?:^|\s)(?:-j|--jump|-g|--goto)\s+(?P<t>[\w-]+)", " ".join(rest))
+    if jump and ("_" in jump.group("t") or "-" in jump.group("t")):
+        chains.add(jump.group("t"))
+    single = LogRules(xt={(family, table): [(0, " ".join(rest))]}, chains={(family, table): chains})
+    try:
+        mods, _ = modules_for_rules(single, state.backend, state.kernel_release)
+    except InputError:
+        return ()
+    return tuple(m for m in mods if m not in ("ip_tables", "ip6_tables", "x_tables"))
 
 
 def _candidates_for_rule(state: _State, rule: str) -> tuple[str, ...]:
@@ -764,29 +1165,65 @@ def _candidates_for_rule(state: _State, rule: str) -> tuple[str, ...]:
 
 
 def _unknown(state: _State) -> Finding:
-    failures = [s for s in state.of(Kind.FAILURE) if s.detail != "error-level line"]
-    errors = [s for s in state.of(Kind.FAILURE) if s.detail == "error-level line"]
-    tools = state.of(Kind.TOOL_MISSING)
-    sigs = [*tools, *errors[:4], *failures[:4]]
+    """The run failed and no known cause fits: quote the failing lines, give the next steps."""
+    failing = [s for s in state.signals if _is_failure(s)]
+    # Lines that name an outcome (exit status, abort, panic) first, then the first error lines.
+    outcome = [s for s in failing if s.kind is Kind.FAILURE and s.detail != "error words"]
+    words = [s for s in failing if s not in outcome]
+    sigs = [*words[:5], *outcome[:3]]
     text = (
-        "The run failed, but not with a message meshready recognises. The evidence shows the "
-        "error lines and how the run ended."
+        "The run failed, but not with a message meshready recognises. The evidence quotes the "
+        "lines that show the failure and how the run ended."
     )
-    if tools:
-        text += (
-            " The program it ran is missing where it ran: "
-            + ", ".join(_dedupe(s.name or "" for s in tools))
-            + " (install it on the node or in the image, or choose the other iptables mode)."
-        )
-    return _finding(
-        state,
-        lc.UNKNOWN,
-        (),
-        sigs,
-        text,
-        fixes.unknown(),
-        0.2,
+    ends = _dedupe(f"exit status {s.number}" for s in outcome if s.number is not None)
+    if ends:
+        text += f" It ended with {', '.join(ends)}."
+    return _finding(state, lc.UNKNOWN, (), sigs, text, fixes.unknown(), 0.2)
+
+
+_FATAL_WITH_CAUSE = (
+    Kind.TABLE_MISSING,
+    Kind.CORE_MISSING,
+    Kind.NFT_UNAVAILABLE,
+    Kind.PERMISSION,
+    Kind.IPV6_DISABLED,
+    Kind.AVC_MODULE,
+    Kind.FOREIGN_RULES,
+    Kind.TOOL_MISSING,
+    Kind.CHAIN_EXISTS,
+)
+
+
+def _fatal_decides(state: _State, findings: list[Finding]) -> list[Finding]:
+    """A warning never outranks the fatal error after it: when every extension signal is a
+    warning and a fatal message with a cause of its own is there, the warnings become supporting
+    evidence of that cause."""
+    ext = state.of(Kind.EXTENSION_MISSING)
+    if not ext or not all(s.warning for s in ext):
+        return findings
+    if not any(not s.warning for s in state.of(*_FATAL_WITH_CAUSE)):
+        return findings
+    kept = [f for f in findings if f.cause != lc.EXTENSION_MISSING]
+    if not kept:
+        return findings
+    dropped = [f for f in findings if f.cause == lc.EXTENSION_MISSING]
+    top = max(kept, key=lambda f: (f.confidence, -lc.CAUSES[f.cause].rank))
+    supporting = [e for f in dropped for e in f.evidence_lines]
+    merged = {e.line: e for e in [*top.evidence_lines, *supporting]}
+    evidence = tuple(sorted(merged.values(), key=lambda e: e.line))[:_MAX_EVIDENCE]
+    note = (
+        " The warnings about extensions before it ("
+        + ", ".join(_dedupe(s.name or "" for s in ext))
+        + ") are supporting evidence: iptables-nft prints them when it cannot ask the kernel, "
+        "which the fatal error explains."
     )
+    replaced = replace(
+        top,
+        explanation=top.explanation + note,
+        evidence=tuple(e.text for e in evidence),
+        evidence_lines=evidence,
+    )
+    return [replaced if f is top else f for f in kept]
 
 
 def _promote_root_causes(findings: list[Finding]) -> None:

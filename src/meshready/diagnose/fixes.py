@@ -1,18 +1,31 @@
-"""Fix text for each cause: commands, the modules-load.d file, the meshready route, notes."""
+"""Fix text for each cause, as structured data: ``Command`` steps (one logical POSIX shell command
+each, no comments, prose in ``purpose``), the modules-load.d content, the meshready route, notes.
+
+Commands are paste-safe by construction: long module lists continue with ``\\`` at word
+boundaries, file contents go through a quoted heredoc, placeholders are shell variables the
+command lists in ``needs`` (never ``<angle brackets>``, which a shell reads as redirections), and
+every value that comes from a log (module names) is checked against a strict pattern first.
+"""
 
 from __future__ import annotations
 
-from meshready.diagnose.model import Fix
+import re
+
+from meshready.diagnose.model import Command, Fix, Where
 from meshready.knowledge.modules import module_symbol
 
 CONF_PATH = "/etc/modules-load.d/meshready.conf"
+_WIDTH = 72
+_MODULE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+_PROFILE = re.compile(r"^[a-z0-9-]{1,40}$")
+_BACKENDS = ("legacy", "nft", "nftables")
 
 _SELINUX_MODULE_NOTE = (
     "SELinux is involved: the container's domain (container_t) may not ask the kernel to load "
     "modules. Loading them on the node removes the need to ask. If modules must be loaded on "
-    "demand, add a local policy module on the node (for example `ausearch -m avc -ts recent | "
-    "audit2allow -M meshready-modreq && semodule -i meshready-modreq.pp`), knowing it lets every "
-    "container request module loads; do not switch SELinux to permissive."
+    "demand, add a local policy module on the node (ausearch -m avc -ts recent | audit2allow -M "
+    "meshready-modreq, then semodule -i meshready-modreq.pp), knowing it lets every container "
+    "request module loads; do not switch SELinux to permissive."
 )
 _SELINUX_NETFILTER_NOTE = (
     "SELinux is involved: on RHEL, Oracle Linux, Fedora CoreOS and OpenShift a container_t process "
@@ -22,9 +35,74 @@ _SELINUX_NETFILTER_NOTE = (
 )
 _PLATFORM_NOTE = (
     "Where a node image has no modules-load.d (or it is reset on boot): Talos "
-    "`machine.kernel.modules: [{name: ...}]`; Bottlerocket `settings.kernel.modules.<name>.allowed` "
-    "and `.autoload`; OKE, EKS and others: add the modprobe line to the node pool's cloud-init / "
+    "machine.kernel.modules: [{name: ...}]; Bottlerocket settings.kernel.modules.<name>.allowed "
+    "and .autoload; OKE, EKS and others: add the modprobe line to the node pool's cloud-init / "
     "user data, or run the meshready agent DaemonSet."
+)
+
+
+def safe_modules(modules: tuple[str, ...]) -> tuple[str, ...]:
+    """Only real module names reach a command (they come from logs)."""
+    return tuple(m for m in modules if _MODULE.match(m))
+
+
+def wrapped(words: list[str], width: int = _WIDTH) -> str:
+    """``words`` joined by spaces, continued with `` \\`` + newline + 4 spaces before ``width``.
+    Breaks fall only between words, so the shell reads exactly the same command."""
+    lines: list[str] = []
+    current = ""
+    for word in words:
+        candidate = f"{current} {word}" if current else word
+        if current and len(candidate) > width - 2:
+            lines.append(current)
+            current = "    " + word
+        else:
+            current = candidate
+    lines.append(current)
+    return " \\\n".join(lines)
+
+
+def _modprobe(mods: tuple[str, ...]) -> Command:
+    return Command(
+        wrapped(["sudo", "modprobe", "-a", *mods]),
+        Where.NODE,
+        "load the modules now",
+    )
+
+
+def _persist(mods: tuple[str, ...]) -> Command:
+    body = "".join(f"{m}\n" for m in mods)
+    return Command(
+        f"sudo tee {CONF_PATH} >/dev/null <<'EOF'\n{body}EOF",
+        Where.NODE,
+        f"load them at every boot ({CONF_PATH}; replaces an earlier meshready.conf)",
+    )
+
+
+_DELETE_POD = Command(
+    'kubectl delete pod --namespace "$NAMESPACE" "$POD"',
+    Where.CLUSTER,
+    "recreate the failing pod so its init container runs again",
+    ("NAMESPACE", "POD"),
+)
+
+
+def _check(profile: str | None, backend: str | None) -> Command:
+    words = ["meshready", "check"]
+    if profile and _PROFILE.match(profile):
+        words += ["--profile", profile]
+    if backend in _BACKENDS:
+        words += ["--backend", str(backend)]
+    return Command(
+        " ".join(words),
+        Where.NODE,
+        "which of the modules are loaded, built in, loadable or absent on this node",
+    )
+
+
+_MESHREADY_FIX = Command("meshready fix", Where.NODE, "load what is missing and persist it")
+_MESHREADY_INSTALL = Command(
+    "meshready install", Where.CLUSTER, "or let the agent DaemonSet do it on every node"
 )
 
 
@@ -36,37 +114,22 @@ def load_modules(
     extra_notes: tuple[str, ...] = (),
 ) -> Fix:
     """Load and persist ``modules`` on the node, and the meshready way of doing the same."""
-    mods = " ".join(modules)
-    check = "meshready check"
-    if profile:
-        check += f" --profile {profile}"
-    if backend:
-        check += f" --backend {backend}"
+    mods = safe_modules(modules)
     notes = list(extra_notes)
     if selinux:
         notes.append(_SELINUX_MODULE_NOTE)
     notes.append(_PLATFORM_NOTE)
     return Fix(
-        commands=(
-            f"sudo modprobe -a {mods}",
-            f"printf '%s\\n' {mods} | sudo tee {CONF_PATH}",
-            "kubectl delete pod <the failing pod>  # its init container runs again",
-        )
-        if modules
-        else (),
-        modules_load_conf="".join(f"{m}\n" for m in modules) if modules else None,
-        meshready=(
-            f"{check}   # on the node: which of these are loaded, built in, loadable or absent",
-            "meshready fix     # on the node: load what is missing and persist it",
-            "meshready install # or: the agent DaemonSet does this on every node",
-        ),
+        steps=(_modprobe(mods), _persist(mods), _DELETE_POD) if mods else (),
+        modules_load_conf="".join(f"{m}\n" for m in mods) if mods else None,
+        meshready_steps=(_check(profile, backend), _MESHREADY_FIX, _MESHREADY_INSTALL),
         notes=tuple(notes),
     )
 
 
 def not_in_kernel(modules: tuple[str, ...], release: str | None, renamed: tuple[str, ...]) -> Fix:
-    symbols = [f"{m} ({module_symbol(m)})" if module_symbol(m) else m for m in modules]
-    where = f"/lib/modules/{release}" if release else "/lib/modules/$(uname -r)"
+    mods = safe_modules(modules)
+    symbols = [f"{m} ({module_symbol(m)})" if module_symbol(m) else m for m in mods]
     notes = [
         "The module cannot be loaded because this kernel does not ship it. Use a node image whose "
         "kernel has it (as a module or built in): " + ", ".join(symbols) + ".",
@@ -80,62 +143,255 @@ def not_in_kernel(modules: tuple[str, ...], release: str | None, renamed: tuple[
             "Some names are old: " + ", ".join(renamed) + ". They were merged into other modules "
             "and are not needed on this kernel; drop them from module lists."
         )
+    steps: list[Command] = []
+    if mods:
+        steps.append(
+            Command(
+                wrapped(["modinfo", *mods]),
+                Where.NODE,
+                "confirm on the node, outside any container, that the modules are not there",
+            )
+        )
+        pattern = "|".join(mods)
+        steps.append(
+            Command(
+                f"grep -E '/({pattern})\\.ko' \"/lib/modules/$(uname -r)/modules.builtin\"",
+                Where.NODE,
+                "built into the kernel? (then nothing needs loading)",
+            )
+        )
+    _ = release
     return Fix(
-        commands=(
-            f"grep -E '/({'|'.join(modules)})\\.ko' {where}/modules.builtin  # built in?",
-            "modinfo " + " ".join(modules) + "  # on the node, outside any container",
-        ),
-        modules_load_conf=None,
-        meshready=(
-            "meshready check   # on the node: tells built in from absent and names the Kconfig "
-            "symbol",
+        steps=tuple(steps),
+        meshready_steps=(
+            Command(
+                "meshready check",
+                Where.NODE,
+                "tells built in from absent and names the Kconfig symbol",
+            ),
         ),
         notes=tuple(notes),
     )
 
 
+def container_modprobe(modules: tuple[str, ...], backend: str | None, profile: str | None) -> Fix:
+    base = load_modules(modules, backend, profile, selinux=False)
+    notes = (
+        "The modprobe that failed ran inside a container, against the container's module tree. "
+        "Run the commands on the node itself; if modprobe fails there too, the node's kernel "
+        "lacks the module (meshready check names the Kconfig symbol).",
+        *base.notes,
+    )
+    return Fix(base.steps, base.modules_load_conf, base.meshready_steps, notes)
+
+
 def permission(selinux: bool, must_be_root: bool, nft: bool) -> Fix:
     notes = [
-        "Give the init container the capabilities netfilter needs: securityContext.capabilities.add "
-        "[NET_ADMIN, NET_RAW] (NET_ADMIN alone for nft), running as root (runAsUser: 0, "
-        "runAsNonRoot: false); a pod security policy or admission rule may be dropping them "
-        "(NET_RAW is often dropped by default).",
+        "The kernel answered EPERM: no CAP_NET_ADMIN (and CAP_NET_RAW for iptables-legacy) in the "
+        "user namespace that owns the pod's network namespace. Give the init container "
+        "securityContext.capabilities.add [NET_ADMIN, NET_RAW] (NET_ADMIN alone for nft), "
+        "running as root (runAsUser: 0, runAsNonRoot: false); a pod security policy or admission "
+        "rule may be dropping them (NET_RAW is often dropped by default).",
+        "Rootless or user-namespaced containers (rootless Docker/Podman, hostUsers: false, "
+        "nsenter without the owning user namespace) hold capabilities only in their own user "
+        "namespace: the network namespace must be one that namespace owns, or the rules must be "
+        "written from the node (the mesh's CNI plugin).",
         "If the namespace's Pod Security level forbids NET_ADMIN, use the mesh's CNI plugin "
         "instead of the init container.",
     ]
     if must_be_root and not selinux:
-        notes.insert(0, "iptables says 'you must be root': the kernel answered EPERM/EACCES.")
+        notes.insert(0, "'(you must be root)' is how iptables prints EPERM.")
     if selinux:
         notes.append(_SELINUX_NETFILTER_NOTE)
-    else:
-        notes.append(
-            "On SELinux hosts (RHEL, Oracle Linux, Fedora CoreOS, OpenShift) look for AVC denials "
-            "on the node (`ausearch -m avc -ts recent`). If there are, capabilities will not help: "
-            "give the init container securityContext.seLinuxOptions.type: spc_t, or use the mesh's "
-            "CNI plugin."
-        )
     _ = nft
     return Fix(
-        commands=(
-            "kubectl get pod <pod> -o jsonpath='{.spec.initContainers[*].securityContext}'",
-            "ausearch -m avc -ts recent  # on the node, if SELinux is enforcing",
+        steps=(
+            Command(
+                wrapped(
+                    [
+                        "kubectl",
+                        "get",
+                        "pod",
+                        "--namespace",
+                        '"$NAMESPACE"',
+                        '"$POD"',
+                        "-o",
+                        "jsonpath='{.spec.initContainers[*].securityContext}'",
+                    ]
+                ),
+                Where.CLUSTER,
+                "see the capabilities and user the init container really gets",
+                ("NAMESPACE", "POD"),
+            ),
         ),
-        meshready=("meshready diagnose <log of the same container after the change>",),
+        meshready_steps=(
+            Command(
+                'meshready diagnose "$LOG"',
+                Where.CLUSTER,
+                "run again on the log of the same container after the change",
+                ("LOG",),
+            ),
+        ),
         notes=tuple(notes),
+    )
+
+
+def lsm(selinux: bool) -> Fix:
+    notes = [
+        "EACCES comes from a security module, not from missing capabilities: adding NET_ADMIN "
+        "will not help.",
+        _SELINUX_NETFILTER_NOTE
+        if selinux
+        else "AppArmor: run the init container unconfined for this "
+        "(securityContext.appArmorProfile.type: Unconfined) or allow netfilter in its profile; "
+        "SELinux: see below.",
+    ]
+    if not selinux:
+        notes.append(_SELINUX_NETFILTER_NOTE)
+    return Fix(
+        steps=(
+            Command(
+                "sudo ausearch -m avc -ts recent",
+                Where.NODE,
+                "SELinux denials right after the failure (RHEL, Oracle Linux, Fedora CoreOS)",
+            ),
+            Command(
+                "sudo dmesg | grep -i apparmor | tail -n 20",
+                Where.NODE,
+                "AppArmor denials (Ubuntu, Debian)",
+            ),
+        ),
+        notes=tuple(notes),
+    )
+
+
+def ipv6_disabled(profile: str | None) -> Fix:
+    notes = [
+        "The node's kernel runs without IPv6 (ipv6.disable=1 on the kernel command line), so "
+        "ip6tables cannot work at all; loading modules does not change that.",
+        "Either stop the mesh from programming IPv6 (Istio: values.pilot.env / "
+        "ISTIO_DUAL_STACK off and no IPv6 pod CIDR; Cilium: --enable-ipv6=false; Linkerd: "
+        "proxyInit.ipv6 / disableIPv6), or boot the node with IPv6 enabled.",
+    ]
+    _ = profile
+    return Fix(
+        steps=(
+            Command(
+                "cat /proc/cmdline /proc/sys/net/ipv6/conf/all/disable_ipv6",
+                Where.NODE,
+                "is IPv6 disabled on the kernel command line or by sysctl?",
+            ),
+        ),
+        notes=tuple(notes),
+    )
+
+
+def tool_missing(tools: tuple[str, ...]) -> Fix:
+    named = ", ".join(tools) if tools else "the program it ran"
+    return Fix(
+        steps=(
+            Command(
+                "command -v iptables iptables-legacy iptables-nft nft ip6tables",
+                Where.NODE,
+                "which netfilter tools exist where the failing process runs (node for CNI "
+                "plugins; exec into the image for init containers)",
+            ),
+        ),
+        notes=(
+            f"{named} is missing where it ran. Not a kernel problem: install it there (node "
+            "package, or the mesh's image version that ships it), or switch the mesh to the "
+            "iptables mode whose binary exists (Linkerd: proxyInit.iptablesMode=legacy|nft; "
+            "Istio: FORCE_IPTABLES_BINARY).",
+            "Bottlerocket and other minimal node images ship one iptables variant only; a CNI "
+            "plugin that nsenters into the host must use that one.",
+        ),
+    )
+
+
+def foreign_rules() -> Fix:
+    return Fix(
+        steps=(
+            Command(
+                "sudo nft list ruleset",
+                Where.NODE,
+                "find the rules the mesh's iptables cannot read and who added them",
+            ),
+            Command(
+                "sudo iptables-save",
+                Where.NODE,
+                "compare with what iptables itself can list",
+            ),
+        ),
+        notes=(
+            "Another tool wrote rules into a table the mesh's iptables manages: native nft "
+            "statements iptables-nft cannot translate, a newer iptables, or a match/target whose "
+            "library this image lacks. Move those rules into a table of their own (nft tables "
+            "other than ip filter/nat/mangle/raw), remove them, or use an image whose iptables "
+            "is at least as new as the node's.",
+        ),
+    )
+
+
+def leftover_rules(container: str | None) -> Fix:
+    notes = [
+        "The chains the run creates already exist: an earlier run of the same init container in "
+        "the same pod (the pod's sandbox survived while its containers were removed, e.g. "
+        "by image garbage collection or `crictl rm`), or another process. A new pod starts "
+        "with a clean network namespace.",
+        "Newer mesh versions clean up or reuse their own chains (Linkerd proxy-init 2.x, Istio "
+        "1.22+ reconciles); upgrade if this keeps happening.",
+    ]
+    if container:
+        notes.append(f"container: {container}")
+    return Fix(steps=(_DELETE_POD,), notes=tuple(notes))
+
+
+def xtables_lock() -> Fix:
+    return Fix(
+        steps=(
+            Command(
+                "sudo fuser -v /run/xtables.lock",
+                Where.NODE,
+                "which process holds the lock right now",
+            ),
+        ),
+        notes=(
+            "Another iptables user on the node held /run/xtables.lock and iptables gave up. "
+            "Transient: the next attempt usually succeeds. Callers should wait for the lock "
+            "(iptables -w / --wait, iptables-restore -w); containers must share the node's "
+            "/run/xtables.lock (hostPath) for the lock to mean anything.",
+        ),
     )
 
 
 def redirect(container: str | None) -> Fix:
     return Fix(
-        commands=(
-            "kubectl -n istio-system logs ds/istio-cni-node --since=1h  # Istio CNI; "
-            "or linkerd-cni / kuma-cni",
-            "kubectl delete pod <the failing pod>  # once the CNI plugin is ready on its node",
+        steps=(
+            Command(
+                "kubectl --namespace istio-system logs ds/istio-cni-node --since=1h",
+                Where.CLUSTER,
+                "the CNI plugin's log on that node (Istio; for Linkerd and Kuma read linkerd-cni "
+                "or kuma-cni the same way)",
+            ),
+            Command(
+                'kubectl delete pod --namespace "$NAMESPACE" "$POD"',
+                Where.CLUSTER,
+                "recreate the pod once the CNI plugin is ready on its node",
+                ("NAMESPACE", "POD"),
+            ),
         ),
-        meshready=(
-            "meshready diagnose <the CNI plugin's log>  # why it could not apply the rules",
-            "meshready check --profile istio-sidecar  # on the node: the CNI plugin needs the same "
-            "modules",
+        meshready_steps=(
+            Command(
+                'meshready diagnose "$LOG"',
+                Where.CLUSTER,
+                "why the CNI plugin could not apply the rules (its log saved in LOG)",
+                ("LOG",),
+            ),
+            Command(
+                "meshready check --profile istio-sidecar",
+                Where.NODE,
+                "the CNI plugin needs the same modules",
+            ),
         ),
         notes=(
             "The validation container only checks that redirection works; the rules are written "
@@ -150,39 +406,62 @@ def redirect(container: str | None) -> Fix:
 def nftables(modules: tuple[str, ...], backend: str | None, profile: str | None) -> Fix:
     base = load_modules(modules, backend, profile, selinux=False)
     notes = (
-        "If the kernel has no nf_tables at all (very old or minimal kernels), switch the mesh to "
-        "iptables-legacy instead (Linkerd: proxyInit.iptablesMode=legacy; Istio: "
-        "FORCE_IPTABLES_BINARY=legacy, nativeNftables=false).",
+        "If the kernel has no nf_tables at all (very old or minimal kernels, some NAS and WSL "
+        "kernels), switch the tool to iptables-legacy instead (Linkerd: "
+        "proxyInit.iptablesMode=legacy; Istio: FORCE_IPTABLES_BINARY=legacy, "
+        "nativeNftables=false; containers: the image's iptables-legacy alternative).",
         *base.notes,
     )
-    return Fix(base.commands, base.modules_load_conf, base.meshready, notes)
+    return Fix(base.steps, base.modules_load_conf, base.meshready_steps, notes)
 
 
 def rule_rejected(rule: str | None, candidates: tuple[str, ...]) -> Fix:
+    mods = safe_modules(candidates)
     notes = [
-        "The kernel log says why a rule was refused: run `dmesg | tail -n 50` on the node right "
-        "after the failure (x_tables prints e.g. 'xt_owner: ...' or 'nf_tables: ...').",
+        "The kernel log says why a rule was refused: read it on the node right after the "
+        "failure (x_tables prints e.g. 'xt_owner: ...' or 'nf_tables: ...').",
     ]
     if rule:
         notes.append(f"The rule at the failing line: {rule}")
-    if candidates:
+    if mods:
         notes.append(
-            "Modules this rule would need (load them if missing): " + ", ".join(candidates) + "."
+            "Modules this rule would need (load them if missing): " + ", ".join(mods) + "."
         )
     return Fix(
-        commands=("dmesg | tail -n 50  # on the node",),
-        modules_load_conf="".join(f"{m}\n" for m in candidates) if candidates else None,
-        meshready=("meshready check --rules <the rules file>   # on the node",),
+        steps=(
+            Command("sudo dmesg | tail -n 50", Where.NODE, "the kernel's reason"),
+            *((_modprobe(mods),) if mods else ()),
+        ),
+        modules_load_conf="".join(f"{m}\n" for m in mods) if mods else None,
+        meshready_steps=(
+            Command(
+                'meshready check --rules "$RULES"',
+                Where.NODE,
+                "which modules the rules file (saved in RULES) needs and which are missing",
+                ("RULES",),
+            ),
+        ),
         notes=tuple(notes),
     )
 
 
 def unknown() -> Fix:
     return Fix(
-        commands=("dmesg | tail -n 50  # on the node",),
-        meshready=("meshready check   # on the node: are the modules the mesh needs there?",),
+        steps=(
+            Command("sudo dmesg | tail -n 50", Where.NODE, "kernel messages from the failure"),
+            Command(
+                'kubectl describe pod --namespace "$NAMESPACE" "$POD"',
+                Where.CLUSTER,
+                "the container's exit code, reason and events",
+                ("NAMESPACE", "POD"),
+            ),
+        ),
+        meshready_steps=(
+            Command("meshready check", Where.NODE, "are the modules the mesh needs there?"),
+        ),
         notes=(
-            "meshready did not recognise this failure. The evidence lines are the closest hints; "
-            "please report the log so the catalogue can learn it.",
+            "meshready did not recognise this failure. The evidence lines are the closest hints: "
+            "run the failing command by hand in the same container or node to see its full "
+            "error, and please report the log so the catalogue can learn it.",
         ),
     )

@@ -31,9 +31,13 @@ _COMMAND = re.compile(
     r"(?:^|\s|[>;+]\s?)(?P<bin>(?:/\S*/)?ip6?tables(?:-legacy|-nft)?)\s+(?P<args>.*)$"
 )
 _SHELL_PREFIX = re.compile(r"^(?:[<>+]+\s*|:;\s*|\$\s+|>>\s*nsenter\s+\[\S+\s+)")
+_SHELL_FIRST = frozenset("<>+:$")  # what _SHELL_PREFIX can start with (speed: a long log)
 _NFT_CMD = re.compile(
     r"^(?:nft\s+)?(?P<verb>add|insert|create|replace)\s+(?P<obj>table|chain|rule)\s+(?P<rest>.+)$"
 )
+_ADDS = re.compile(r"\s(?:-[AINR]|--append|--insert|--new-chain)\s")
+_TABLE_OPTION = re.compile(r"(?:^|\s)(?:-t|--table)\s+(\w+)")
+_COMMENT = re.compile(r"\s+-m comment --comment\s+(\"[^\"]*\"|\S+)")
 _TARGET = re.compile(r"(?:^|\s)(?:-j|--jump|-g|--goto)\s+(?P<t>[\w-]+)")
 
 
@@ -64,13 +68,15 @@ def find_rules(lines: list[LogLine]) -> LogRules:
     family = Family.IPV4
     block_line = 0
     seen: set[tuple[Family, str, str]] = set()
-    intro = ""
+    intro = ""  # the last line outside the rules, as it came (lower-cased only when read)
     for ln in lines:
-        text = _SHELL_PREFIX.sub("", ln.text.strip())
-        head = _TABLE_HEAD.match(text)
+        text = ln.text.strip()
+        if text[:1] in _SHELL_FIRST:
+            text = _SHELL_PREFIX.sub("", text)
+        head = _TABLE_HEAD.match(text) if text[:1] == "*" else None
         if head and head.group("table") in TABLES:
             table = head.group("table")
-            family = Family.IPV6 if "ip6tables" in intro else Family.IPV4
+            family = Family.IPV6 if "ip6tables" in intro.lower() else Family.IPV4
             block_line = 0
             continue
         if table is not None:
@@ -88,12 +94,12 @@ def find_rules(lines: list[LogLine]) -> LogRules:
             if text.startswith("#") or not text:
                 continue
             table = None  # the block ended without COMMIT (cut short)
-        cmd = _COMMAND.search(text)
-        if cmd and re.search(r"\s(?:-[AINR]|--append|--insert|--new-chain)\s", f" {cmd['args']} "):
+        cmd = _COMMAND.search(text) if "tables" in text else None
+        if cmd and _ADDS.search(f" {cmd['args']} "):
             fam = Family.IPV6 if "ip6tables" in cmd.group("bin") else Family.IPV4
             args = cmd.group("args")
             tbl = "filter"
-            tm = re.search(r"(?:^|\s)(?:-t|--table)\s+(\w+)", args)
+            tm = _TABLE_OPTION.search(args)
             if tm:
                 tbl = tm.group(1)
                 args = (args[: tm.start()] + args[tm.end() :]).strip()
@@ -104,7 +110,7 @@ def find_rules(lines: list[LogLine]) -> LogRules:
         if nm:
             found.nft.append((ln.lineno, f"{nm['verb']} {nm['obj']} {nm['rest']}"))
             continue
-        intro = text.lower()
+        intro = text
     return found
 
 
@@ -116,8 +122,11 @@ def _add(
     text: str,
     number: int,
 ) -> None:
-    text = re.sub(r"\s+-m comment --comment\s+(\"[^\"]*\"|\S+)", "", text)
+    if "-m comment --comment" in text:
+        text = _COMMENT.sub("", text)
     key = (family, table, text)
+    if key in seen:
+        return  # and its chains were recorded the first time (a long log repeats its rules)
     chains = found.chains.setdefault((family, table), set())
     rm = _RULE.match(text)
     if rm:
@@ -126,8 +135,6 @@ def _add(
         name = tm.group("t")
         if name not in STANDARD_TARGETS and ("_" in name or "-" in name or name != name.upper()):
             chains.add(name)
-    if key in seen:
-        return
     seen.add(key)
     found.xt.setdefault((family, table), []).append((number, text))
 
@@ -136,33 +143,58 @@ def rulesets(found: LogRules) -> list[Ruleset]:
     """Parsed rulesets, one rule at a time so that one bad line does not lose the rest."""
     out: list[Ruleset] = []
     for (family, table), rules in found.xt.items():
-        chains = sorted(found.chains.get((family, table), set()))
-        header = [f"*{table}"] + [f":{c} - [0:0]" for c in chains]
-        good: list[str] = []
-        for _number, rule in rules:
-            if rule.startswith(("-N", "--new-chain")):
-                continue
-            text = "\n".join([*header, rule, "COMMIT"])
-            try:
-                parse_iptables(text, "log", family)
-            except InputError:
-                continue
-            good.append(rule)
+        chains = found.chains.get((family, table), set())
+        header = [f"*{table}"] + [f":{c} - [0:0]" for c in sorted(chains)]
+        candidates = [rule for _n, rule in rules if not rule.startswith(("-N", "--new-chain"))]
+        # A log that prints a whole iptables-save (istio-init does) parses in one go; only when
+        # some line is bad is each rule tried alone, with a header of just the chains it names:
+        # the whole header per rule made a 2 MB dump take half a minute (quadratic).
+        try:
+            whole: Ruleset | None = parse_iptables(
+                "\n".join([*header, *candidates, "COMMIT"]), "log", family
+            )
+        except InputError:
+            whole = None
+        if whole is not None:
+            if candidates:
+                out.append(whole)
+            continue
+        good = [rule for rule in candidates if _parses_alone(rule, table, chains, family)]
         if good:
             out.append(parse_iptables("\n".join([*header, *good, "COMMIT"]), "log", family))
     if found.nft:
-        kept: list[str] = []
-        for _number, cmd in found.nft:
-            try:
-                parse_nft("\n".join([*kept, cmd]), "log")
-            except InputError:
-                continue
-            kept.append(cmd)
-        if kept:
-            nft = parse_nft("\n".join(kept), "log")
-            if nft.rules or nft.chains:
-                out.append(nft)
+        commands = [cmd for _n, cmd in found.nft]
+        try:
+            nft: NftRuleset | None = parse_nft("\n".join(commands), "log")
+        except InputError:
+            nft = None
+        if nft is None:
+            kept: list[str] = []
+            # Commands depend on the tables and chains declared before them, so a bad one is
+            # found by growing the script; bounded, as a log can repeat its commands endlessly.
+            for cmd in commands[:_NFT_INCREMENTAL_LIMIT]:
+                try:
+                    parse_nft("\n".join([*kept, cmd]), "log")
+                except InputError:
+                    continue
+                kept.append(cmd)
+            nft = parse_nft("\n".join(kept), "log") if kept else None
+        if nft is not None and (nft.rules or nft.chains):
+            out.append(nft)
     return out
+
+
+_NFT_INCREMENTAL_LIMIT = 2000
+
+
+def _parses_alone(rule: str, table: str, chains: set[str], family: Family) -> bool:
+    named = [word for word in dict.fromkeys(rule.split()) if word in chains]
+    text = "\n".join([f"*{table}", *(f":{c} - [0:0]" for c in named), rule, "COMMIT"])
+    try:
+        parse_iptables(text, "log", family)
+    except InputError:
+        return False
+    return True
 
 
 def modules_for_rules(

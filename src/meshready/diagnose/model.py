@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from meshready.knowledge.requests import Backend
@@ -14,7 +15,8 @@ class DiagnoseContext:
 
     ``backend`` overrides what the log suggests; ``container`` (istio-init, istio-validation,
     linkerd-init, ...) and ``kernel_release`` refine names and fixes; ``node`` and
-    ``node_ready``/``missing_modules`` let a fleet view pass the node's own assessment.
+    ``missing_modules`` (not loaded) and ``absent_modules`` (not available in the kernel) let a
+    fleet view pass the node's own assessment.
     """
 
     backend: Backend | None = None
@@ -22,20 +24,67 @@ class DiagnoseContext:
     kernel_release: str | None = None
     node: str | None = None
     missing_modules: tuple[str, ...] = ()
+    # Modules the node's own assessment (agent's published state, offline `meshready check`)
+    # found absent from its kernel: not built, not in its module tree. Only this says a module
+    # does not exist; a modprobe message in a container's log does not.
+    absent_modules: tuple[str, ...] = ()
+
+
+class Where(StrEnum):
+    """Where a command runs."""
+
+    NODE = "node"  # a shell on the affected node (root or sudo)
+    CLUSTER = "cluster"  # anywhere kubectl reaches the cluster
+
+
+@dataclass(frozen=True)
+class Command:
+    """One step of a fix: a single logical POSIX shell command, kept apart from its prose.
+
+    ``run`` is pasted or written to a script as is. It may span several physical lines, but only
+    through ``\\`` line continuations or a quoted heredoc, so it keeps its meaning however a
+    renderer lays it out, as long as the text itself is not re-wrapped. It never carries a
+    comment: what it does is ``purpose``. ``needs`` names the shell variables the command expects
+    to be set (``POD``, ``NAMESPACE``): a script must set them (``: "${POD:?...}"``) first.
+    """
+
+    run: str
+    where: Where
+    purpose: str
+    needs: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run,
+            "where": self.where.value,
+            "purpose": self.purpose,
+            "needs": list(self.needs),
+        }
 
 
 @dataclass(frozen=True)
 class Fix:
-    commands: tuple[str, ...] = ()  # shell commands, run on the node unless said otherwise
+    steps: tuple[Command, ...] = ()  # shell commands in order
     modules_load_conf: str | None = None  # content for /etc/modules-load.d/<name>.conf
-    meshready: tuple[str, ...] = ()  # the meshready (or agent) route
+    meshready_steps: tuple[Command, ...] = ()  # the meshready (or agent) route
     notes: tuple[str, ...] = ()  # what else to change (SELinux, securityContext, platform)
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        """The shell commands alone (no prose), in order."""
+        return tuple(c.run for c in self.steps)
+
+    @property
+    def meshready(self) -> tuple[str, ...]:
+        return tuple(c.run for c in self.meshready_steps)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "commands": list(self.commands),
+            "steps": [c.to_dict() for c in self.steps],
             "modules_load_conf": self.modules_load_conf,
             "meshready": list(self.meshready),
+            "meshready_steps": [c.to_dict() for c in self.meshready_steps],
             "notes": list(self.notes),
         }
 

@@ -1,0 +1,81 @@
+"""Small readings shared by the extractors."""
+
+from __future__ import annotations
+
+import re
+from typing import TypeAlias
+
+from meshready.diagnose.kinds import Step
+
+Q = r"[`'\"‘’]?"
+NAME = r"[\w.+-]+"
+
+_CLEANUP = re.compile(
+    r"(?:^|\s)(?:-[DFXZCLS]|-[nvx]*L[nvx]*|--(?:delete|flush|delete-chain|zero|check|list|"
+    r"list-rules))(?:\s|$)|\b(?:ip6?tables(?:-legacy|-nft)?-save)\b|"
+    r"^(?:sudo\s+)?nft\s+(?:-\w+\s+)*(?:delete|flush|destroy|list)\b",
+    re.IGNORECASE,
+)
+_SETUP = re.compile(
+    r"(?:^|\s)(?:-[AINRP]|--(?:append|insert|new-chain|new|replace|policy))(?:\s|$)|-restore\b|"
+    r"^(?:sudo\s+)?nft\s+(?:-\w+\s+)*(?:add|insert|create|replace|-f)\b|'add |\"add ",
+    re.IGNORECASE,
+)
+
+
+_Trie: TypeAlias = "dict[str, _Trie]"
+
+
+def any_of(words: tuple[str, ...]) -> re.Pattern[str]:
+    """A pattern whose ``search`` tells whether any of ``words`` is in a text (literally,
+    case-sensitively; what it matched is not meant to be read). Built as a trie: the engine tries
+    one branch per next character rather than one per word, several times faster."""
+    tree: _Trie = {}
+    for word in words:
+        node = tree
+        for ch in word:
+            node = node.setdefault(ch, {})
+        node[""] = {}
+    return re.compile(_trie(tree))
+
+
+def _trie(node: _Trie) -> str:
+    if "" in node:
+        return ""  # a word ends here: longer ones starting with it add nothing to a yes/no test
+    alts = [re.escape(ch) + _trie(child) for ch, child in sorted(node.items())]
+    return alts[0] if len(alts) == 1 else f"(?:{'|'.join(alts)})"
+
+
+def step_of(command: str) -> Step:
+    """Is ``command`` tearing down / inspecting (failures expected) or setting up?"""
+    if _CLEANUP.search(command):
+        return Step.CLEANUP
+    if _SETUP.search(command):
+        return Step.SETUP
+    return Step.UNKNOWN
+
+
+def family_of(text: str) -> str:
+    return "ipv6" if re.search(r"\bip6", text, re.IGNORECASE) else "ipv4"
+
+
+def legacy_or_nft(text: str) -> str | None:
+    if "(nf_tables)" in text or "-nft" in text:
+        return "nft"
+    if "(legacy)" in text or "-legacy" in text:
+        return "legacy"
+    return None
+
+
+def looks_like_chain(name: str) -> bool:
+    """Extension targets are upper-case words without separators (REDIRECT, CT, TPROXY);
+    user chains carry an underscore or dash (ISTIO_OUTPUT, PROXY_INIT_REDIRECT, KUBE-MARK-DROP)."""
+    return ("_" in name or "-" in name) and name.upper() == name
+
+
+def module_name(name: str | None) -> str | None:
+    """``xt_owner.ko.xz`` or ``xt-owner`` -> ``xt_owner``."""
+    if not name:
+        return None
+    base = re.sub(r"\.ko(?:\.(?:xz|zst|gz))?$", "", name.rsplit("/", 1)[-1])
+    return base.replace("-", "_")

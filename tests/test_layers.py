@@ -7,7 +7,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "meshready"
 ORDER = ["knowledge", "rules", "host", "assess", "actions", "diagnose", "cluster", "agent", "cli"]
-SHARED = {"errors", "paths", "__init__"}
+SHARED = {"errors", "paths", "boundedio", "safetext", "__init__"}
 
 
 def _imports(path: Path) -> set[str]:
@@ -38,3 +38,5 @@ def test_each_layer_imports_only_layers_below() -> None:
 def test_shared_modules_import_nothing_of_ours() -> None:
     for name in ("errors.py", "paths.py"):
         assert not _imports(SRC / name), name
+    for name in ("boundedio.py", "safetext.py"):  # the error types only
+        assert _imports(SRC / name) <= {"meshready.errors"}, name

@@ -59,7 +59,11 @@ def test_unfix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     conf.parent.mkdir(parents=True)
     conf.write_text(render_persist(["ip_tables"], profile="istio-sidecar", backend="legacy"))
     code, out, _ = run(["unfix", "--host-root", str(tmp_path), "-o", "json"], capsys)
-    assert code == 0 and json.loads(out) == {"removed": True, "path": PERSIST_PATH}
+    assert code == 0 and json.loads(out) == {
+        "schema": "meshready.io/unfix/v1",
+        "removed": True,
+        "path": PERSIST_PATH,
+    }
     assert not conf.exists()
     conf.write_text("ip_tables\n")  # not ours
     code, _, err = run(["unfix", "--host-root", str(tmp_path)], capsys)

@@ -73,7 +73,31 @@ def test_module_file_refuses_odd_index_paths(host: FakeHost) -> None:
     absolute = module_file(
         "xt_owner", _index({"xt_owner": "/lib/modules/R/xt_owner.ko"}), host.root
     )
-    assert absolute == host.root.path("/lib/modules/R/xt_owner.ko")  # mapped under the root
+    assert absolute == Path("/lib/modules/R/xt_owner.ko")  # old depmod: the tree's own path
+    moved = ModuleIndex(
+        str(host.moddir),
+        {"xt_owner": ()},
+        {"xt_owner": f"/lib/modules/{host.moddir.name}/x/xt_owner.ko"},
+        {},
+        (),
+        frozenset(),
+    )
+    assert module_file("xt_owner", moved, host.root) == host.moddir / "x/xt_owner.ko"
+    # an absolute path outside the module directory is never opened
+    with pytest.raises(ActionError, match="outside the module directory"):
+        module_file("xt_owner", _index({"xt_owner": "/etc/xt_owner.ko"}), host.root)
+    with pytest.raises(ActionError, match="outside the module directory"):
+        module_file("xt_owner", _index({"xt_owner": "/lib/modules/OTHER/xt_owner.ko"}), host.root)
+
+
+def test_module_file_refuses_a_link_out_of_the_tree(host: FakeHost, tmp_path: Path) -> None:
+    outside = tmp_path / "outside.ko"
+    outside.write_bytes(b"\x7fELF")
+    link = host.moddir / "kernel/net/netfilter/xt_owner.ko"
+    link.unlink()
+    link.symlink_to(outside)
+    with pytest.raises(ActionError, match="leads outside the module directory"):
+        module_file("xt_owner", host.index, host.root)
 
 
 def test_read_module_image_decompresses(tmp_path: Path) -> None:

@@ -45,8 +45,8 @@ def test_once_in_a_pod_like_namespace_with_the_real_inplace_probe(tmp_path: Path
     assert result["ready"] is True and result["reason"] == "InterceptionVerified"
     probe = result["probe"]
     assert probe["mode"] == "inplace" and probe["ok"] is True
-    assert probe["redirected"] is True and probe["proxyBypassed"] is True
-    assert probe["seconds"] < 10
+    assert probe["redirected"] is True and probe["proxy_bypassed"] is True
+    assert result["seconds"] < 10  # the whole check; the probe's own time is a metric
     # The probe left nothing behind in the namespace it ran in: it was the process's own, and the
     # host's namespace never saw a rule (nothing to check there but that we did not touch it).
 

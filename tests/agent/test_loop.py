@@ -165,10 +165,12 @@ def test_health_ready_and_metrics_endpoints(node: FakeNode) -> None:
     assert agent.server is not None
     base = f"http://127.0.0.1:{agent.server.port}"
     assert _get(base + "/healthz") == (200, "ok\n")
+    # Pod readiness is the agent's (it checked), not the node's: a node that is not ready must
+    # not hold up rollouts; the node's readiness is the Node condition and the taint.
     code, body = _get(base + "/readyz")
-    assert code == 503 and "ModulesNotLoaded" in body
+    assert code == 200 and "node not ready (ModulesNotLoaded)" in body
     node.load(*needed_modules(node))
-    wait_until(lambda: _get(base + "/readyz")[0] == 200)
+    wait_until(lambda: "node ready" in _get(base + "/readyz")[1])
     code, metrics = _get(base + "/metrics")
     assert code == 200
     for line in (
@@ -212,3 +214,20 @@ def test_backoff_grows_with_jitter_and_resets() -> None:
     assert jittered(100, 0.2, lambda: 0.0) == 80 and jittered(100, 0.2, lambda: 1.0) == 120
     with pytest.raises(ValueError):
         Backoff(base=0)
+
+
+def test_pod_readiness_waits_for_the_first_publication_not_for_the_node(node: FakeNode) -> None:
+    # issue 14: readiness means "the agent is healthy and has published", whatever the node says.
+    node.unload_all()
+    publisher = FakePublisher(failures=3)
+    agent = _agent(node, publisher, interval=60.0)
+    thread, _ = _run(agent)
+    wait_until(lambda: agent.checks >= 1)
+    ready, reason = agent.health.readiness()
+    if not publisher.published:
+        assert not ready and "no check" in reason
+    wait_until(lambda: agent.health.readiness()[0])
+    assert publisher.published and publisher.attempts == 4
+    assert "published: node not ready (ModulesNotLoaded)" in agent.health.readiness()[1]
+    agent.request_stop()
+    thread.join(5)

@@ -8,7 +8,13 @@ from typing import Any
 
 import yaml
 
-from meshready.cluster.manifests import ManifestOptions, kustomize_files, render_objects, to_yaml
+from meshready.cluster.manifests import (
+    ManifestOptions,
+    kustomize_files,
+    policy_kustomize_files,
+    render_objects,
+    to_yaml,
+)
 
 
 def test_defaults_print_the_library_objects(run_cli: Callable[..., Any]) -> None:
@@ -56,5 +62,7 @@ def test_bad_options_exit_2_with_one_line(run_cli: Callable[..., Any]) -> None:
 def test_output_dir_writes_the_kustomize_base(run_cli: Callable[..., Any], tmp_path: Path) -> None:
     result = run_cli("render", "manifests", "--output-dir", str(tmp_path / "base"))
     assert result.code == 0, result.err
-    files = {p.name: p.read_text() for p in (tmp_path / "base").iterdir()}
+    files = {p.name: p.read_text() for p in (tmp_path / "base").iterdir() if p.is_file()}
     assert files == kustomize_files()
+    policy = {p.name: p.read_text() for p in (tmp_path / "base/admission-policy").iterdir()}
+    assert policy == policy_kustomize_files()

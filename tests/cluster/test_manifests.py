@@ -93,7 +93,11 @@ def test_the_validator_would_catch_a_mistake() -> None:
 
 def test_objects_and_order() -> None:
     assert _kinds(render_objects()) == [
-        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet",
+        "Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
+        "RoleBinding", "DaemonSet",
+    ]  # fmt: skip
+    assert _kinds(render_objects(ManifestOptions(admission_policy=True)))[-2:] == [
+        "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding",
     ]  # fmt: skip
     # A system namespace is used, never rendered (so never created or deleted).
     assert _kinds(render_objects(ManifestOptions(namespace="kube-system")))[0] == "ServiceAccount"
@@ -110,7 +114,15 @@ def test_cluster_role_is_exactly_what_the_agent_needs() -> None:
     }
     assert grants == {
         ("", "nodes", "get"), ("", "nodes", "list"), ("", "nodes", "watch"),
-        ("", "nodes", "patch"), ("", "nodes/status", "patch"), ("", "events", "create"),
+        ("", "nodes", "patch"), ("", "nodes/status", "patch"),
+    }  # fmt: skip
+    # Events only in the agent's own namespace: a Role, not the ClusterRole.
+    ns_role = next(o for o in render_objects() if o["kind"] == "Role")
+    assert ns_role["metadata"]["namespace"] == "default"  # node events are accepted only there
+    assert ns_role["rules"] == [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+    ns_binding = next(o for o in render_objects() if o["kind"] == "RoleBinding")
+    assert ns_binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "meshready-agent",
     }  # fmt: skip
     assert all(
         "resourceNames" not in rule and "nonResourceURLs" not in rule for rule in role["rules"]
@@ -126,12 +138,20 @@ def test_daemonset_least_privilege() -> None:
     ds = _ds(render_objects())
     pod = ds["spec"]["template"]["spec"]
     (container,) = pod["containers"]
-    sc = container["securityContext"]
-    assert sc["privileged"] is False
-    assert sc["allowPrivilegeEscalation"] is False
-    assert sc["readOnlyRootFilesystem"] is True
-    assert sc["capabilities"] == {"drop": ["ALL"], "add": ["SYS_MODULE", "NET_ADMIN", "NET_RAW"]}
-    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    (init,) = pod["initContainers"]
+    for c in (container, init):
+        sc = c["securityContext"]
+        assert sc["privileged"] is False
+        assert sc["allowPrivilegeEscalation"] is False
+        assert sc["readOnlyRootFilesystem"] is True
+        assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    # SYS_MODULE only in the init container, which runs and exits; the agent never loads.
+    assert init["securityContext"]["capabilities"] == {"drop": ["ALL"], "add": ["SYS_MODULE"]}
+    assert container["securityContext"]["capabilities"] == {
+        "drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"],
+    }  # fmt: skip
+    assert "--loader=none" in container["args"] and "--init" in init["args"]
+    assert "--loader=python" in init["args"] and "--persist" in init["args"]
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     for forbidden in ("hostNetwork", "hostPID", "hostIPC"):
         assert not pod.get(forbidden)
@@ -145,15 +165,18 @@ def test_daemonset_least_privilege() -> None:
     assert mounts["host-modules"]["readOnly"] is True
     assert mounts["host-modules"]["mountPath"] == "/host/lib/modules"
     assert mounts["host-modules-load"]["mountPath"] == "/host/etc/modules-load.d"
-    assert "readOnly" not in mounts["host-modules-load"]
+    assert mounts["host-modules-load"]["readOnly"] is True  # the agent reads it
+    init_mounts = {m["name"]: m for m in init["volumeMounts"]}
+    assert "readOnly" not in init_mounts["host-modules-load"]  # the init container writes it
+    assert init_mounts["host-modules"]["readOnly"] is True
     # Without persistence and without the probe, even less.
     lean = _ds(render_objects(ManifestOptions(persist=False, probe_mode="off")))
     lean_pod = lean["spec"]["template"]["spec"]
     assert [v["hostPath"]["path"] for v in lean_pod["volumes"] if "hostPath" in v] == [
         "/lib/modules"
     ]
-    assert lean_pod["containers"][0]["securityContext"]["capabilities"]["add"] == ["SYS_MODULE"]
-    assert "--no-persist" in lean_pod["containers"][0]["args"]
+    assert "add" not in lean_pod["containers"][0]["securityContext"]["capabilities"]
+    assert "--no-persist" in lean_pod["initContainers"][0]["args"]
 
 
 def test_daemonset_scheduling_and_rollout() -> None:
@@ -173,15 +196,25 @@ def test_daemonset_scheduling_and_rollout() -> None:
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["env"][0]["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
     assert container["args"] == [
-        "--host-root=/host", "--loader=python", "--persist", "--probe-mode=inplace",
-        "--taint-key=meshready.io/not-ready:NoSchedule", "--interval=300",
-        "--metrics-addr=0.0.0.0:9808",
+        "--host-root=/host", "--loader=none", "--fix-record=/run/meshready/fix.json",
+        "--probe-mode=inplace", "--taint-key=meshready.io/not-ready:NoSchedule",
+        "--interval=300", "--metrics-addr=0.0.0.0:9808",
+    ]  # fmt: skip
+    (init,) = pod["initContainers"]
+    assert init["command"] == ["meshready"]
+    assert init["args"] == [
+        "agent", "--init", "--no-cluster", "--host-root=/host", "--loader=python", "--persist",
+        "--probe-mode=off", "--metrics-addr=off", "--fix-record=/run/meshready/fix.json",
     ]  # fmt: skip
 
 
 def test_options_reach_the_objects() -> None:
     objects = render_objects(VARIANTS["custom"])
-    assert all(o["metadata"].get("namespace") in (None, "mesh-system") for o in objects)
+    assert all(
+        o["metadata"].get("namespace") in (None, "mesh-system")
+        or (o["kind"] in ("Role", "RoleBinding") and o["metadata"]["namespace"] == "default")
+        for o in objects
+    )
     ds = _ds(objects)
     pod = ds["spec"]["template"]["spec"]
     container = pod["containers"][0]
@@ -216,6 +249,9 @@ def test_options_reach_the_objects() -> None:
         (ManifestOptions(taint_effect="Sometimes"), "--taint-key"),
         (ManifestOptions(probe_mode="netns"), "--probe-mode"),
         (ManifestOptions(node_selector={"a": "b c"}), "--node-selector"),
+        (ManifestOptions(namespace="ns\n"), "--namespace"),  # `$` would accept the newline
+        (ManifestOptions(taint_key="meshready.io/x\n"), "--taint-key"),
+        (ManifestOptions(node_selector={"a": "b\n"}), "--node-selector"),
     ],
 )
 def test_bad_options_are_input_errors(options: ManifestOptions, option: str) -> None:
@@ -240,7 +276,7 @@ def test_toleration_syntax() -> None:
 
 def test_yaml_is_multi_document_and_round_trips() -> None:
     text = to_yaml(render_objects())
-    assert text.startswith("---\n") and text.count("\n---\n") == 4
+    assert text.startswith("---\n") and text.count("\n---\n") == 6
     assert list(yaml.safe_load_all(text)) == render_objects()
 
 

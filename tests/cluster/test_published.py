@@ -48,8 +48,9 @@ def test_compact_report_is_small_stable_and_has_no_timestamps(tmp_path: Path) ->
     assert data["kernel"] == "6.1.0-56-cloud-amd64" and data["profile"] == "istio-sidecar"
     assert data["modules"]["loadable"][:2] == ["x_tables", "ip_tables"]
     assert set(data["modules"]) == {"loadable"}  # only states that occur
+    # no duration in the probe: it changes on every check
     assert data["probe"] == {"mode": "inplace", "ok": False, "redirected": False,
-                             "seconds": 0.123, "error": "refused"}  # fmt: skip
+                             "error": "refused"}  # fmt: skip
     text = encode_report(data)
     assert len(text) < 1500
     assert text.startswith('{"schema":"meshready.io/node-report/v1","ready":false,')  # compact

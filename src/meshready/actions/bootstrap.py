@@ -15,12 +15,14 @@ Module names are checked (``[A-Za-z0-9_-]+``) so they never need quoting in any 
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from meshready import __version__
 from meshready.actions.kernel import valid_module_name
 from meshready.actions.persist import PERSIST_DIR, PERSIST_PATH, render_persist
+from meshready.safetext import one_line
 
 # Oracle's default node pool script (docs: "Using Custom Cloud-init Initialization Scripts to Set Up
 # Managed Nodes"); users add their own lines before or after it.
@@ -49,6 +51,17 @@ class Source:
     backend: str | None
     rules: tuple[str, ...] = ()
     kernel: str | None = None  # the kernel the list was derived for; None: a typical kernel
+
+    def __post_init__(self) -> None:
+        # Each value lands in a comment of a file or a root shell script: one line, or refused.
+        if self.profile is not None:
+            one_line(self.profile, "--profile", "profile name")
+        if self.backend is not None:
+            one_line(self.backend, "--backend", "backend name")
+        for rule_file in self.rules:
+            one_line(rule_file, "--rules", "rules file name")
+        if self.kernel is not None:
+            one_line(self.kernel, "--kernel-release", "kernel release")
 
     def header(self) -> list[str]:
         what = f"profile {self.profile}" if self.profile else f"rules {', '.join(self.rules)}"
@@ -89,16 +102,28 @@ def render_cloud_init(modules: Sequence[str], source: Source) -> str:
     return "\n".join(lines) + "\n"
 
 
+# A here-document delimiter no line of the file can equal: module names have no dot, and every
+# other line of the file starts with "#".
+OKE_EOF = "MESHREADY.EOF"
+
+
 def render_oke(modules: Sequence[str], source: Source) -> str:
     names = _names(modules)
     lines = ["#!/bin/bash", *_comment(source.header()), ""]
     lines += ["# meshready: load the modules now and at every boot, before kubelet starts pods"]
-    lines += [f"mkdir -p {PERSIST_DIR}", f"cat > {PERSIST_PATH} <<'MESHREADY_EOF'"]
-    lines += _conf(names, source).splitlines()
-    lines += ["MESHREADY_EOF"]
+    lines += [
+        f"mkdir -p {shlex.quote(PERSIST_DIR)}",
+        f"cat > {shlex.quote(PERSIST_PATH)} <<'{OKE_EOF}'",
+    ]
+    conf = _conf(names, source).splitlines()
+    if OKE_EOF in conf:  # cannot happen with checked names; a here-document must never end early
+        raise ValueError("module list holds the here-document delimiter")
+    lines += conf
+    lines += [OKE_EOF]
     if names:
         # never stop the node from joining: a module missing here shows in `meshready check`
-        lines += [f"modprobe -a -b {' '.join(names)} || echo 'meshready: modprobe failed' >&2"]
+        quoted = " ".join(shlex.quote(name) for name in names)
+        lines += [f"modprobe -a -b {quoted} || echo 'meshready: modprobe failed' >&2"]
     lines += ["", "# Oracle's default OKE node initialisation (keep it last)", OKE_DEFAULT_INIT]
     return "\n".join(lines) + "\n"
 

@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 
+from meshready.boundedio import SMALL_CAP, read_text_or_none
 from meshready.errors import ActionError
 from meshready.host.root import HostRoot
 
@@ -93,10 +94,7 @@ def delete_module(name: str) -> None:
 
 
 def _read(root: HostRoot, host_path: str) -> str | None:
-    try:
-        return root.path(host_path).read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
+    return read_text_or_none(root.path(host_path), cap=4 * SMALL_CAP)
 
 
 def loaded_modules(root: HostRoot) -> frozenset[str] | None:

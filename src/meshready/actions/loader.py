@@ -16,8 +16,6 @@ to a shell, and a name must look like a module name (``[A-Za-z0-9_-]+``) and be 
 from __future__ import annotations
 
 import errno
-import gzip
-import lzma
 import os
 import shutil
 import subprocess
@@ -36,6 +34,7 @@ from meshready.actions.kernel import (
     syscall_numbers,
     valid_module_name,
 )
+from meshready.boundedio import MiB, decompress, open_regular, read_bytes
 from meshready.errors import ActionError, InputError
 from meshready.host.modindex import MODULE_SUFFIXES, ModuleIndex, module_name_from_path
 from meshready.host.root import HostRoot
@@ -59,9 +58,28 @@ def module_file(module: str, index: ModuleIndex, root: HostRoot) -> Path:
     pure = PurePosixPath(rel)
     if ".." in pure.parts or module_name_from_path(rel) != name:
         raise ActionError(f"refusing {name}: modules.dep gives an unexpected path {rel!r}")
+    directory = Path(index.directory)
     if pure.is_absolute():
-        return root.path(str(pure))
-    return Path(index.directory) / pure
+        # Old depmod wrote absolute paths, always into the tree itself: /lib/modules/RELEASE/...
+        # Anything else (a crafted /etc/shadow.ko) names a file outside the module directory.
+        release = directory.name
+        for base in (f"/lib/modules/{release}", f"/usr/lib/modules/{release}"):
+            if pure.is_relative_to(base):
+                pure = pure.relative_to(base)
+                break
+        else:
+            raise ActionError(
+                f"refusing {name}: modules.dep gives {rel!r}, outside the module directory"
+            )
+    path = directory / pure
+    # A symbolic link in the tree must not lead out of it either.
+    real_dir = os.path.realpath(directory)
+    real = os.path.realpath(path)
+    if os.path.commonpath([real_dir, real]) != real_dir:
+        raise ActionError(
+            f"refusing {name}: {path} leads outside the module directory ({real_dir})"
+        )
+    return path
 
 
 def compression_of(path: Path) -> str | None:
@@ -73,51 +91,57 @@ def compression_of(path: Path) -> str | None:
     return None
 
 
+# The largest in-tree modules are about 20 MB uncompressed (amdgpu with debug info stripped).
+MODULE_CAP = 256 * MiB
+
+
 def read_module_image(path: Path) -> bytes:
-    """The module's ELF image, decompressed in Python when the file is compressed."""
+    """The module's ELF image, decompressed in Python when the file is compressed (capped)."""
+    if not os.path.lexists(path):
+        raise ActionError(f"module file {path} is missing")
     try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise ActionError(f"module file {path} is missing") from None
-    except OSError as exc:
-        raise ActionError(f"cannot read {path}: {exc.strerror}") from None
+        data = read_bytes(path, cap=MODULE_CAP)
+    except InputError as exc:
+        raise ActionError(f"cannot read module file {exc.one_line()}") from None
     kind = compression_of(path)
+    if kind == "zst" and not _zstd_in_python():
+        return _unzstd_binary(path)
     try:
-        if kind == "xz":
-            return lzma.decompress(data)
-        if kind == "gz":
-            return gzip.decompress(data)
-        if kind == "zst":
-            return _unzstd(data, path)
-    except (lzma.LZMAError, OSError, EOFError) as exc:
-        raise ActionError(f"cannot decompress {path}: {exc}") from None
-    return data
+        return decompress(data, kind=kind, cap=MODULE_CAP, source=str(path))
+    except InputError as exc:
+        raise ActionError(f"cannot decompress {path}: {exc.message}") from None
 
 
-def _unzstd(data: bytes, path: Path) -> bytes:
-    """zstd: the standard library from Python 3.14, the ``zstandard`` package, or the zstd binary."""
-    import importlib
+def _zstd_in_python() -> bool:
+    import importlib.util
 
-    for mod_name in ("compression.zstd", "zstandard"):
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError:
-            continue
-        if mod_name == "compression.zstd":
-            out: bytes = mod.decompress(data)
-            return out
-        out = mod.ZstdDecompressor().decompressobj().decompress(data)
-        return out
+    return any(importlib.util.find_spec(name) is not None for name in ("compression", "zstandard"))
+
+
+def _unzstd_binary(path: Path) -> bytes:
+    """zstd without Python support: the zstd binary, its output capped, with a timeout."""
     binary = shutil.which("zstd")
     if binary is None:
         raise ActionError(
             f"cannot decompress {path}: this Python has no zstd support and no zstd binary "
             "is installed (the kernel could not decompress it either)"
         )
-    proc = subprocess.run([binary, "-dc", "--", str(path)], capture_output=True, check=False)
-    if proc.returncode != 0:
-        raise ActionError(f"cannot decompress {path}: zstd exit {proc.returncode}")
-    return proc.stdout
+    with subprocess.Popen(
+        [binary, "-dc", "--", str(path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    ) as proc:
+        assert proc.stdout is not None
+        data = proc.stdout.read(MODULE_CAP + 1)
+        if len(data) > MODULE_CAP:
+            proc.kill()
+            raise ActionError(f"cannot decompress {path}: more than {MODULE_CAP // MiB} MiB")
+        try:
+            code = proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise ActionError(f"cannot decompress {path}: zstd did not finish") from None
+    if code != 0:
+        raise ActionError(f"cannot decompress {path}: zstd exit {code}")
+    return data
 
 
 class Loader(ABC):
@@ -165,15 +189,15 @@ class PythonLoader(Loader):
         if name in (loaded_modules(root) or frozenset()):
             return
         path = module_file(name, index, root)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except FileNotFoundError:
+        if not os.path.lexists(path):
             raise ActionError(
                 f"cannot load {name}: module file {path} is absent on disk "
                 "(modules.dep lists it; the module tree is incomplete)"
-            ) from None
-        except OSError as exc:
-            raise ActionError(f"cannot load {name}: cannot open {path}: {exc.strerror}") from None
+            )
+        try:
+            fd = open_regular(path)  # a FIFO or device in the tree must not block or be loaded
+        except InputError as exc:
+            raise ActionError(f"cannot load {name}: {exc.one_line()}") from None
         try:
             if compression_of(path) is None:
                 self._call(name, path, root, lambda: finit_module(fd, 0))

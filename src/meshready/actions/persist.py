@@ -19,8 +19,10 @@ from typing import Literal
 
 from meshready import __version__
 from meshready.actions.kernel import valid_module_name
-from meshready.errors import ActionError
+from meshready.boundedio import SMALL_CAP, open_regular
+from meshready.errors import ActionError, InputError
 from meshready.host.root import HostRoot
+from meshready.safetext import one_line
 
 PERSIST_DIR = "/etc/modules-load.d"
 PERSIST_PATH = f"{PERSIST_DIR}/meshready.conf"
@@ -35,6 +37,15 @@ def header_lines(
     rules: Sequence[str] = (),
     purpose: str = "meshready fix",
 ) -> list[str]:
+    # Every value here comes from input and lands in a comment: one line each, or refused (a
+    # newline would start a line systemd-modules-load loads as a module).
+    if profile is not None:
+        one_line(profile, "--profile", "profile name")
+    if backend is not None:
+        one_line(backend, "--backend", "backend name")
+    for rule_file in rules:
+        one_line(rule_file, "--rules", "rules file name")
+    one_line(purpose, "header", "purpose")
     what = f"profile {profile}" if profile else f"rules {', '.join(rules) or '(none)'}"
     return [
         f"{MARKER} {__version__} ({purpose}): kernel modules that service-mesh traffic",
@@ -69,12 +80,24 @@ def persisted_modules(content: str) -> list[str]:
 
 
 def read_persisted(root: HostRoot) -> str | None:
-    try:
-        return root.path(PERSIST_PATH).read_text(encoding="utf-8")
-    except FileNotFoundError:
+    """The file's content (None: there is none; "" when it is not UTF-8, so it is rewritten)."""
+    path = root.path(PERSIST_PATH)
+    if not os.path.lexists(path):
         return None
+    try:
+        fd = open_regular(path, PERSIST_PATH)
+    except InputError as exc:
+        raise ActionError(f"cannot read {exc.one_line()}") from None
+    try:
+        data = os.read(fd, SMALL_CAP + 1)
     except OSError as exc:
         raise ActionError(f"cannot read {PERSIST_PATH}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    if len(data) > SMALL_CAP:
+        raise ActionError(f"cannot read {PERSIST_PATH}: larger than 1 MiB, not meshready's file")
+    try:
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         return ""
 

@@ -48,6 +48,7 @@ from typing import Any, Literal, NoReturn
 
 from meshready.actions.probe_targets import ProbeTarget, target_for
 from meshready.assess.plan import NeedsSpec
+from meshready.boundedio import read_text
 from meshready.errors import ActionError, InputError
 from meshready.knowledge.iptables import BUILTIN_CHAINS
 from meshready.knowledge.nftables import CHANGE_VERBS, FAMILY_NAMES, OBJECT_KINDS
@@ -127,10 +128,7 @@ def rule_texts(spec: NeedsSpec) -> list[RuleText]:
         texts = [profile.read(f) for f in profile.files]
     else:
         for source in spec.rules:
-            try:
-                texts.append(Path(source).read_text(encoding="utf-8"))
-            except OSError as exc:
-                raise InputError(source, f"cannot read ({exc.strerror})") from None
+            texts.append(read_text(source, errors="strict"))
     out: list[RuleText] = []
     for ruleset, text in zip(spec.rulesets, texts, strict=True):
         if isinstance(ruleset, NftRuleset):

@@ -16,6 +16,7 @@ SIGTERM or SIGINT: the current step finishes, nothing more is written, the proce
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import random
 import signal
@@ -32,7 +33,8 @@ from meshready.agent.metrics import Metrics
 from meshready.agent.server import Health, HealthServer
 from meshready.agent.work import CheckResult, NodeWork
 from meshready.assess.report import State
-from meshready.cluster.published import Publication
+from meshready.boundedio import read_text_or_none
+from meshready.cluster.published import Publication, check_node_name
 
 if TYPE_CHECKING:
     # lightkube (and the API client) load in the publisher thread, while the first check runs.
@@ -61,6 +63,10 @@ class AgentConfig:
     retry_cap: float = 60.0
 
 
+def _word(ready: bool | None) -> str:
+    return "unknown" if ready is None else ("ready" if ready else "not ready")
+
+
 class PublishWorker:
     """Publishes the latest Publication on the Node, retrying with backoff until it is written.
 
@@ -77,8 +83,10 @@ class PublishWorker:
         backoff: Backoff,
         on_ready: Callable[[NodePublisher], None] = lambda _: None,
         on_fatal: Callable[[BaseException], None] = lambda _: None,
+        on_published: Callable[[Publication], None] = lambda _: None,
     ) -> None:
         self.factory = factory
+        self.on_published = on_published
         self.publisher: NodePublisher | None = None
         self.metrics = metrics
         self.stop = stop
@@ -90,6 +98,7 @@ class PublishWorker:
         self._pending: Publication | None = None
         self._version = 0
         self._published = 0
+        self._refused = 0  # the latest version the API refused for good: not retried
         self.last_error: str | None = None
         self.syncs = 0
         self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
@@ -100,6 +109,11 @@ class PublishWorker:
 
     def submit(self, pub: Publication) -> int:
         with self._cond:
+            old = self._pending
+            if old is not None and self._published < self._version and old.events:
+                # the newer state replaces an unsent one; what happened in between still counts
+                merged = tuple(dict.fromkeys((*old.events, *pub.events)))
+                pub = dataclasses.replace(pub, events=merged)
             self._pending = pub
             self._version += 1
             self.metrics.published.set(0)
@@ -113,7 +127,12 @@ class PublishWorker:
     def wait_published(self, version: int, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
         with self._cond:
-            while self._published < version and not self.stop.is_set() and self.fatal is None:
+            while (
+                self._published < version
+                and self._refused < version
+                and not self.stop.is_set()
+                and self.fatal is None
+            ):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
@@ -137,7 +156,7 @@ class PublishWorker:
         self._loop(self.publisher)
 
     def _loop(self, publisher: NodePublisher) -> None:
-        from meshready.cluster.errors import describe, is_api_failure
+        from meshready.cluster.errors import describe, is_api_failure, is_permanent, retry_after
 
         retry_at = 0.0
         while not self.stop.is_set():
@@ -145,6 +164,7 @@ class PublishWorker:
                 while not self.stop.is_set() and (
                     self._pending is None
                     or self._published >= self._version
+                    or self._refused >= self._version
                     or time.monotonic() < retry_at
                 ):
                     wait = None if retry_at <= time.monotonic() else retry_at - time.monotonic()
@@ -159,12 +179,32 @@ class PublishWorker:
                 if not is_api_failure(exc):
                     log.exception("publishing failed unexpectedly")
                 self.metrics.api_errors.labels(operation="publish").inc()
-                delay = self.backoff.next()
                 self.last_error = describe(exc)
+                if is_permanent(exc):
+                    # The same request would be refused again (403 by RBAC or an admission
+                    # policy, 404 Node deleted, 422 invalid): wait for the next check instead.
+                    self.metrics.api_refusals.labels(operation="publish").inc()
+                    log.error(
+                        "publish refused by the API (%s); not retrying until the next check",
+                        self.last_error,
+                    )
+                    with self._cond:
+                        self._refused = max(self._refused, version)
+                        self._cond.notify_all()
+                    self.backoff.reset()
+                    retry_at = 0.0
+                    continue
+                delay = self.backoff.next()
+                asked = retry_after(exc)
+                if asked is not None and asked > delay:
+                    delay = asked  # the server said when: never sooner (429, 503)
                 log.warning("publish failed (%s); retrying in %.1f s", self.last_error, delay)
                 retry_at = time.monotonic() + delay
                 continue
             self.syncs += 1
+            for failure in outcome.events_failed:
+                self.metrics.api_errors.labels(operation="event").inc()
+                log.debug("event not written: %s", failure)
             self.backoff.reset()
             self.last_error = None
             retry_at = 0.0
@@ -175,6 +215,7 @@ class PublishWorker:
                 if self._published >= self._version:
                     self.metrics.published.set(1)
                 self._cond.notify_all()
+            self.on_published(pub)
 
 
 class BootWatcher:
@@ -205,7 +246,7 @@ class BootWatcher:
     def _run(self) -> None:
         from lightkube.resources.core_v1 import Node
 
-        from meshready.cluster.errors import describe
+        from meshready.cluster.errors import describe, is_permanent, retry_after
 
         while not self.stop.is_set():
             try:
@@ -228,7 +269,16 @@ class BootWatcher:
                 if self.stop.is_set():
                     return
                 self.metrics.api_errors.labels(operation="watch").inc()
+                if is_permanent(exc):
+                    # Not allowed to watch (or no such node): the timer's local boot ID check
+                    # still notices a reboot; hammering the API would not help.
+                    self.metrics.api_refusals.labels(operation="watch").inc()
+                    log.error("watching node refused (%s); no more watching", describe(exc))
+                    return
                 delay = self.backoff.next()
+                asked = retry_after(exc)
+                if asked is not None and asked > delay:
+                    delay = asked
                 log.warning("watching node failed (%s); again in %.1f s", describe(exc), delay)
                 self.stop.wait(delay)
 
@@ -243,6 +293,8 @@ class Agent:
         metrics: Metrics | None = None,
         rng: Callable[[], float] = random.random,
     ) -> None:
+        if publisher is not None:
+            check_node_name(config.node_name)  # before the name reaches any URL
         self.config = config
         self.work = work
         self.metrics = metrics or Metrics()
@@ -284,10 +336,8 @@ class Agent:
         path = self.config.boot_id_file
         if path is None:
             return None
-        try:
-            return path.read_text().strip() or None
-        except OSError:
-            return None
+        text = read_text_or_none(path, cap=4096)
+        return (text.strip() or None) if text is not None else None
 
     # ---- running
 
@@ -306,6 +356,7 @@ class Agent:
                 backoff,
                 on_ready=lambda _: self._maybe_start_watcher(),
                 on_fatal=lambda _: self.request_stop(),
+                on_published=self._on_published,
             ).start()
 
     def _maybe_start_watcher(self) -> None:
@@ -362,7 +413,13 @@ class Agent:
         self.last = result
         self._record(trigger, result)
         ready = bool(result.ready)
-        self.health.set_ready(ready, f"{result.reason.value}: {result.message}")
+        if self.publisher_factory is None:
+            # Pod readiness is the agent's, not the node's (that is the Node condition and the
+            # taint): one node that cannot be made ready must not hold up `kubectl rollout
+            # status`, `install --wait` or a GitOps health check for ever.
+            self.health.set_ready(
+                True, f"checked: node {_word(result.ready)} ({result.reason.value})"
+            )
         level = logging.INFO if ready else logging.WARNING
         log.log(
             level,
@@ -380,6 +437,11 @@ class Agent:
             self.worker.submit(result.publication(boot))
         self.health.progress()
         return result
+
+    def _on_published(self, pub: Publication) -> None:
+        """Ready from the first publication on (an API outage later does not unready the pod:
+        node-local work goes on, and liveness catches a wedged loop)."""
+        self.health.set_ready(True, f"published: node {_word(pub.ready)} ({pub.reason})")
 
     def _record(self, trigger: str, result: CheckResult) -> None:
         m = self.metrics

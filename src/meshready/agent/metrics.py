@@ -10,7 +10,8 @@
 | meshready_checks_total | counter | trigger | checks run (start, timer, boot) |
 | meshready_check_duration_seconds | histogram | | a whole check: assess, fix, probe |
 | meshready_last_check_timestamp_seconds | gauge | | when the last check ended |
-| meshready_api_errors_total | counter | operation | failed publications (publish: a sync, events included) and watches (watch) |
+| meshready_api_errors_total | counter | operation | failed publications (publish: a sync), watches (watch), events not written (event) |
+| meshready_api_refusals_total | counter | operation | requests the API refused for good (4xx but 408/409/429): not retried |
 | meshready_published | gauge | | 1 when the Node shows the latest check |
 | meshready_info | gauge | version, kernel, backend, profile | always 1 |
 | process_* | | | the agent process (RSS, CPU, open files) |
@@ -70,6 +71,12 @@ class Metrics:
         self.api_errors = Counter(
             "meshready_api_errors", "Failed Kubernetes API requests", ["operation"], registry=r
         )
+        self.api_refusals = Counter(
+            "meshready_api_refusals",
+            "API requests refused for good (not retried until the next check)",
+            ["operation"],
+            registry=r,
+        )
         self.published = Gauge(
             "meshready_published", "1 when the Node shows the latest check", registry=r
         )
@@ -86,8 +93,10 @@ class Metrics:
             self.loads.labels(result=result)
         for trigger in ("start", "timer", "boot"):
             self.checks.labels(trigger=trigger)
-        for operation in ("publish", "watch"):
+        for operation in ("publish", "watch", "event"):
             self.api_errors.labels(operation=operation)
+        for operation in ("publish", "watch"):
+            self.api_refusals.labels(operation=operation)
 
     def set_info(self, kernel: str | None, backend: str | None, profile: str | None) -> None:
         self.info.clear()

@@ -2,9 +2,11 @@
 
 - ``/healthz``: 200 while the agent's loop is alive and not stuck (it marks progress at least every
   few seconds, also while it waits); 503 otherwise, so the kubelet restarts a wedged agent.
-- ``/readyz``: 200 only when the node is ready for interception (the last check said so); 503
-  with the reason otherwise. The DaemonSet's readiness probe uses it, so pod readiness (and
-  ``kubectl get ds``) shows node readiness.
+- ``/readyz``: 200 once the agent is working: it has published a check on its Node (with
+  ``--no-cluster``: it has checked once); 503 before. The DaemonSet's readiness probe uses it, so
+  a rollout (``kubectl rollout status``, ``install --wait``, GitOps health) completes when every
+  agent runs and reports, whether or not its node can be made ready: node readiness is the Node
+  condition, the label and the startup taint (issue 14).
 - ``/metrics``: Prometheus text format (``agent.metrics``).
 """
 
@@ -14,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 from meshready.agent.metrics import CONTENT_TYPE, Metrics
 
@@ -61,9 +64,39 @@ def parse_addr(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+MAX_CONNECTIONS = 8  # the kubelet's probes and a Prometheus scrape need two or three
+CONNECTION_TIMEOUT = 5.0  # seconds a client may take to send a request or read the answer
+
+
 class _Server(ThreadingHTTPServer):
+    """One thread per connection, at most MAX_CONNECTIONS at a time: one more is closed at once
+    (it costs an accept and a close, never a thread), so idle connections cannot pile up."""
+
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 16
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.refused = 0
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
 
 
 class HealthServer:
@@ -73,6 +106,7 @@ class HealthServer:
         class Handler(BaseHTTPRequestHandler):
             server_version = "meshready-agent"
             sys_version = ""
+            timeout = CONNECTION_TIMEOUT  # socket timeout: a silent client is dropped
 
             def log_message(self, format: str, *args: object) -> None:
                 pass

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast
+from typing import Any, Literal, Protocol, cast, runtime_checkable
 
 from meshready.actions.fix import FixOptions, apply_fix, assess_live, plan_fix
 from meshready.actions.loader import Loader, choose_loader
@@ -53,6 +53,19 @@ class Fixer(Protocol):
     persist: bool
 
     def fix(self, report: Report, facts: HostFacts) -> FixOutcome: ...
+
+
+@runtime_checkable
+class ObservingFixer(Protocol):
+    """A fixer that loads nothing itself and reports what another step (the init container) did."""
+
+    persist: bool
+
+    def fix(self, report: Report, facts: HostFacts) -> FixOutcome: ...
+
+    def observed(self) -> FixOutcome: ...
+
+    def startup_events(self) -> list[NodeEvent]: ...
 
 
 class Prober(Protocol):
@@ -223,7 +236,11 @@ class NodeWork:
 
         fix = FixOutcome(skipped="ready")
         events: list[NodeEvent] = []
-        if not report.ready:
+        if isinstance(self.fixer, ObservingFixer):
+            events += self.fixer.startup_events()
+        if report.ready and isinstance(self.fixer, ObservingFixer):
+            fix = self.fixer.observed()
+        elif not report.ready:
             fix = self._fix(report, facts)
             if fix.loaded:
                 report, facts = self._assess(self.spec, self.root)

@@ -19,19 +19,31 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx2
 from lightkube import ApiError, Client, codecs
 from lightkube.core.resource import NamespacedResource
+from lightkube.resources.admissionregistration_v1 import (
+    ValidatingAdmissionPolicy,
+    ValidatingAdmissionPolicyBinding,
+)
 from lightkube.resources.apps_v1 import DaemonSet
 from lightkube.resources.core_v1 import Namespace, Node, Pod, ServiceAccount
-from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
+from lightkube.resources.rbac_authorization_v1 import (
+    ClusterRole,
+    ClusterRoleBinding,
+    Role,
+    RoleBinding,
+)
 from lightkube.types import CascadeType, PatchType
 
+from meshready.cluster.admission import POLICY_NAME
 from meshready.cluster.errors import ClusterError, api_status, describe
 from meshready.cluster.manifests import ManifestOptions, render_objects
 from meshready.cluster.names import (
     AGENT_NAME,
     APP_LABELS,
     DEFAULT_TAINT_KEY,
+    EVENTS_NAMESPACE,
     FIELD_MANAGER,
     SELECTOR_LABELS,
     SYSTEM_NAMESPACES,
@@ -46,6 +58,12 @@ _PLURAL = {
     "ServiceAccount": "serviceaccount",
     "ClusterRole": "clusterrole.rbac.authorization.k8s.io",
     "ClusterRoleBinding": "clusterrolebinding.rbac.authorization.k8s.io",
+    "Role": "role.rbac.authorization.k8s.io",
+    "RoleBinding": "rolebinding.rbac.authorization.k8s.io",
+    "ValidatingAdmissionPolicy": "validatingadmissionpolicy.admissionregistration.k8s.io",
+    "ValidatingAdmissionPolicyBinding": (
+        "validatingadmissionpolicybinding.admissionregistration.k8s.io"
+    ),
     "DaemonSet": "daemonset.apps",
 }
 
@@ -147,7 +165,7 @@ def _apply_one(
         and not _managed_by_us(before.metadata.labels if before.metadata else None)
     ):
         return Step(ref(obj), "skipped", "exists and is not managed by meshready: used as is")
-    if dry_run and namespace is not None and not namespace_exists:
+    if dry_run and namespace is not None and not namespace_exists and namespace != EVENTS_NAMESPACE:
         return Step(
             ref(obj),
             "skipped",
@@ -257,8 +275,12 @@ def agent_taint_key(client: Client, namespace: str) -> str | None:
     """The startup taint key the installed DaemonSet's agents remove (from their arguments)."""
     try:
         ds = client.get(DaemonSet, AGENT_NAME, namespace=namespace)
-    except ApiError:
-        return None
+    except ApiError as exc:
+        if api_status(exc) == 404:
+            return None
+        raise _api(f"daemonset.apps/{AGENT_NAME}", exc) from None
+    except Exception as exc:  # unreachable, TLS, credentials: say so, once
+        raise _api("cannot read the cluster", exc) from None
     spec = ds.spec.template.spec if ds.spec and ds.spec.template else None
     for container in (spec.containers if spec else None) or []:
         for arg in container.args or []:
@@ -380,6 +402,10 @@ def uninstall(
     if not cleaned:
         echo(f"nodes: nothing of meshready's on {len(nodes)} node(s)")
 
+    done(_delete(client, ValidatingAdmissionPolicyBinding, POLICY_NAME, None, dry_run, True))
+    done(_delete(client, ValidatingAdmissionPolicy, POLICY_NAME, None, dry_run, True))
+    done(_delete(client, RoleBinding, AGENT_NAME, EVENTS_NAMESPACE, dry_run))
+    done(_delete(client, Role, AGENT_NAME, EVENTS_NAMESPACE, dry_run))
     done(_delete(client, ClusterRoleBinding, AGENT_NAME, None, dry_run))
     done(_delete(client, ClusterRole, AGENT_NAME, None, dry_run))
     done(_delete(client, ServiceAccount, AGENT_NAME, namespace, dry_run))
@@ -387,7 +413,16 @@ def uninstall(
     return steps
 
 
-def _delete(client: Client, kind: Any, name: str, namespace: str | None, dry_run: bool) -> Step:
+def _delete(
+    client: Client,
+    kind: Any,
+    name: str,
+    namespace: str | None,
+    dry_run: bool,
+    optional_kind: bool = False,
+) -> Step:
+    """OPTIONAL_KIND: a kind older clusters do not serve (the admission policy before 1.30):
+    its absence is "not found", not an error."""
     label = f"{_PLURAL.get(kind.__name__, kind.__name__.lower())}/{name}"
     try:
         if namespace is not None and issubclass(kind, NamespacedResource):
@@ -405,6 +440,9 @@ def _delete(client: Client, kind: Any, name: str, namespace: str | None, dry_run
             return Step(label, "not found")
         raise _api(label, exc) from None
     except Exception as exc:
+        not_served = isinstance(exc, httpx2.HTTPStatusError) and exc.response.status_code == 404
+        if optional_kind and not_served:  # the kind itself is not served
+            return Step(label, "not found")
         raise _api(label, exc) from None
     return Step(label, "deleted")
 
@@ -440,6 +478,8 @@ def _wait_pods_gone(
         except ApiError as exc:
             if api_status(exc) == 404:
                 return
+            raise _api("pods", exc) from None
+        except Exception as exc:
             raise _api("pods", exc) from None
         if not pods:
             return

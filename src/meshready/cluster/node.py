@@ -30,7 +30,7 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Node
 from lightkube.types import PatchType
 
-from meshready.cluster.errors import api_status
+from meshready.cluster.errors import WriteRace, api_status, describe, is_permanent
 from meshready.cluster.names import (
     ANNOTATION_REPORT,
     CONDITION_TYPE,
@@ -40,7 +40,14 @@ from meshready.cluster.names import (
     LABEL_BACKEND,
     LABEL_READY,
 )
-from meshready.cluster.published import NodeEvent, NodeState, Publication, read_node_state
+from meshready.cluster.published import (
+    NodeEvent,
+    NodeState,
+    Publication,
+    check_node_name,
+    cut_message,
+    read_node_state,
+)
 
 log = logging.getLogger("meshready.cluster")
 
@@ -62,6 +69,7 @@ class SyncOutcome:
     taint_removed: bool = False
     state: NodeState | None = None  # the Node as read at the start of the sync
     boot_id: str | None = None
+    events_failed: list[str] = field(default_factory=list)  # events not written (kept or dropped)
 
 
 def rfc3339(when: datetime) -> str:
@@ -104,7 +112,7 @@ class NodePublisher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.client = client
-        self.node_name = node_name
+        self.node_name = check_node_name(node_name)  # before any use in a URL or a name
         self.taint = taint
         self.heartbeat_seconds = heartbeat_seconds
         self.events_namespace = events_namespace
@@ -150,22 +158,34 @@ class NodePublisher:
         now = datetime.fromtimestamp(self.clock(), UTC)
 
         metadata = self._metadata_patch(state, pub)
+        refused: Exception | None = None  # a permanent refusal, raised once the condition says it
         if metadata:
-            node = self.client.patch(
-                Node,
-                self.node_name,
-                {"metadata": metadata},
-                patch_type=PatchType.MERGE,
-                field_manager=self.field_manager,
-            )
-            outcome.wrote.append("metadata")
+            try:
+                node = self.client.patch(
+                    Node,
+                    self.node_name,
+                    {"metadata": metadata},
+                    patch_type=PatchType.MERGE,
+                    field_manager=self.field_manager,
+                )
+                outcome.wrote.append("metadata")
+            except Exception as exc:
+                if not is_permanent(exc):
+                    raise
+                refused = exc
 
         old = state.condition
         status = pub.condition_status
+        message = pub.message
+        if refused is not None:
+            # Say it where it can be read: the labels are wrong, the condition need not be.
+            message = cut_message(
+                f"{pub.message}; the API refused meshready's labels: {describe(refused)}"
+            )
         changed = old is None or (old.status, old.reason, old.message) != (
             status,
             pub.reason,
-            pub.message,
+            message,
         )
         heartbeat_due = (
             old is None
@@ -188,7 +208,7 @@ class NodePublisher:
                 "type": CONDITION_TYPE,
                 "status": status,
                 "reason": pub.reason,
-                "message": pub.message,
+                "message": message,
                 "lastHeartbeatTime": rfc3339(now),
                 "lastTransitionTime": rfc3339(transition or now),
             }
@@ -217,7 +237,9 @@ class NodePublisher:
                     "the node is ready for meshed pods",
                 )
             )
-        self.flush_events()
+        outcome.events_failed = self.flush_events()
+        if refused is not None:
+            raise refused
         return outcome
 
     def _metadata_patch(self, state: NodeState, pub: Publication) -> dict[str, Any]:
@@ -275,16 +297,33 @@ class NodePublisher:
                     "taints of node %s changed concurrently; reading them again", self.node_name
                 )
         assert last is not None
-        raise last
+        raise WriteRace(
+            f"taints of node {self.node_name} changed under every one of {TAINT_ATTEMPTS} "
+            f"attempts to remove {key} ({describe(last)})"
+        ) from last
 
     # ---- events
 
-    def flush_events(self) -> None:
-        """Write the queued events, oldest first; an error leaves the rest queued."""
+    def flush_events(self) -> list[str]:
+        """Write the queued events, oldest first. Best effort, never raises: Events are a
+        courtesy and must never hold up the Node's own state. An event the API refuses for good
+        (403, 422, ...) is dropped; on any other error the rest stay queued for the next sync.
+        Returns one line per failure."""
+        failures: list[str] = []
         while self._events:
             event = self._events[0]
-            self._create_event(event)
+            try:
+                self._create_event(event)
+            except Exception as exc:
+                failures.append(f"event {event.reason}: {describe(exc)}")
+                if is_permanent(exc):
+                    log.warning("event %s refused, dropped: %s", event.reason, describe(exc))
+                    self._events.pop(0)
+                    continue
+                log.warning("event %s not written, kept for later: %s", event.reason, describe(exc))
+                break
             self._events.pop(0)
+        return failures
 
     def _create_event(self, event: NodeEvent) -> None:
         if self._node_uid is None:

@@ -15,6 +15,7 @@ reads a fleet with it. Nothing here talks to the API.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -30,6 +31,7 @@ from meshready.cluster.names import (
     LABEL_READY,
     is_ours,
 )
+from meshready.errors import InputError
 
 if TYPE_CHECKING:  # lightkube is imported only where the API is used (agent start-up time)
     from lightkube.resources.core_v1 import Node
@@ -68,8 +70,8 @@ class ProbeSummary:
             data["redirected"] = self.redirected
         if self.proxy_bypassed is not None:
             data["proxyBypassed"] = self.proxy_bypassed
-        if self.seconds is not None:
-            data["seconds"] = round(self.seconds, 3)
+        # No duration here: it differs on every check and would rewrite an unchanged Node's
+        # annotation each time; it is the meshready_probe_duration_seconds histogram instead.
         if self.error:
             data["error"] = _cut(self.error, 300)
         return data
@@ -183,13 +185,25 @@ def decode_report(text: str | None) -> dict[str, Any] | None:
         return None
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # a nesting too deep for the decoder is not a report
         return None
     if not isinstance(data, dict) or not str(data.get("schema", "")).startswith(
         "meshready.io/node-report/"
     ):
         return None
     return data
+
+
+# A Node's name is a DNS-1123 subdomain (k8s.io/apimachinery validation.IsDNS1123Subdomain).
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+
+
+def check_node_name(name: str, source: str = "--node-name") -> str:
+    """NAME if it can be a Node's name, else InputError: it goes into URLs, field selectors and
+    event names, and must name a Node, nothing else (``../secrets/x`` must never reach a URL)."""
+    if not isinstance(name, str) or len(name) > 253 or not _NODE_NAME.fullmatch(name):
+        raise InputError(source, f"not a valid node name (DNS-1123 subdomain): {name[:80]!r}")
+    return name
 
 
 @dataclass(frozen=True)

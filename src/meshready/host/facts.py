@@ -7,11 +7,13 @@ import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from meshready.boundedio import SMALL_CAP, read_text, read_text_or_none
 from meshready.errors import InputError
 from meshready.host.kconfig import KernelConfig, find_config, read_config_file
 from meshready.host.loaded import LoadedModules, parse_lsmod, parse_proc_modules
 from meshready.host.modindex import ModuleIndex, find_modules_dir, load_index
 from meshready.host.root import HostRoot
+from meshready.safetext import one_line
 
 
 @dataclass(frozen=True)
@@ -45,10 +47,8 @@ class HostFacts:
 
 
 def _read_text(path: Path) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return None
+    """An optional host file: None when absent, unreadable, not a regular file, or oversized."""
+    return read_text_or_none(path, cap=4 * SMALL_CAP)
 
 
 # systemd-modules-load's search path (modules-load.d(5)); later directories lose on equal names.
@@ -84,6 +84,8 @@ def running_release(root: HostRoot) -> str:
 def gather_live(root: HostRoot | None = None, modules_dir: Path | None = None) -> HostFacts:
     """The running kernel, with the module tree and config from ``root`` (``/`` on the node)."""
     root = root or HostRoot()
+    if not root.is_live and not root.root.is_dir():  # missing, a file, a symbolic link loop
+        raise InputError("--host-root", f"{root.root}: not a directory (the node's root mounted)")
     release = running_release(root)
     proc_modules = root.path("/proc/modules")
     text = _read_text(proc_modules)
@@ -135,12 +137,14 @@ def gather_offline(
     arch: str | None = None,
 ) -> HostFacts:
     """A kernel described by files: ``lsmod`` output, a release, optionally its module tree and config."""
+    if release is not None:
+        # used in paths (<modules-dir>/<release>) and written into generated headers
+        one_line(release, "--kernel-release", "kernel release")
+        if "/" in release or release in (".", ".."):
+            raise InputError("--kernel-release", f"not a kernel release: {release!r}")
     loaded = None
     if lsmod is not None:
-        try:
-            text = lsmod.read_text(encoding="utf-8", errors="replace") if str(lsmod) != "-" else ""
-        except OSError as exc:
-            raise InputError(str(lsmod), f"cannot read ({exc.strerror})") from None
+        text = read_text(lsmod, cap=16 * SMALL_CAP) if str(lsmod) != "-" else ""
         loaded = parse_lsmod(text, str(lsmod))
     index = load_index(find_modules_dir(modules_dir, release)) if modules_dir else None
     if config is None and index is not None and (Path(index.directory) / "config").is_file():

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import gzip
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from meshready.boundedio import MiB, read_maybe_compressed
 from meshready.errors import InputError
 from meshready.host.root import HostRoot
 
@@ -53,16 +53,12 @@ def parse_config(text: str, source: str) -> KernelConfig:
     return KernelConfig(source=source, values=values)
 
 
+# A kernel config is about 300 kB; /proc/config.gz about 60 kB.
+CONFIG_CAP = 16 * MiB
+
+
 def read_config_file(path: Path) -> KernelConfig:
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read ({exc.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise InputError(str(path), f"bad gzip data ({exc})") from None
+    raw = read_maybe_compressed(path, cap=CONFIG_CAP)
     return parse_config(raw.decode("utf-8", "replace"), str(path))
 
 

@@ -9,13 +9,17 @@ Names are compared the way kmod does: ``-`` and ``_`` are the same outside ``[..
 from __future__ import annotations
 
 import fnmatch
+import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from meshready.boundedio import DEFAULT_CAP, read_bytes, read_text
 from meshready.errors import InputError
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 _WILDCARD = set("*?[")
+_MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def normalize(name: str) -> str:
@@ -83,16 +87,13 @@ class ModuleIndex:
 
 
 def _read(path: Path, required: bool) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8", errors="replace")
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         if required:
             raise InputError(
                 str(path), "not found (is this a module directory with depmod output?)"
             ) from None
         return None
-    except OSError as exc:
-        raise InputError(str(path), f"cannot read ({exc.strerror})") from None
+    return read_text(path, cap=DEFAULT_CAP)
 
 
 def parse_modules_dep(text: str, source: str) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
@@ -135,6 +136,9 @@ def parse_modules_alias(
         if len(parts) != 3 or parts[0] != "alias":
             raise InputError(source, f"expected 'alias PATTERN MODULE', got {line[:60]!r}", lineno)
         pattern, module = normalize(parts[1]), normalize(parts[2])
+        if not _MODULE_NAME.fullmatch(module):
+            # a target is a module's name, never a path: it is printed, loaded and persisted
+            raise InputError(source, f"alias target {parts[2][:60]!r} is not a module name", lineno)
         if _WILDCARD & set(pattern):
             wild.append((_literal_prefix(pattern), pattern, module))
         else:
@@ -212,12 +216,12 @@ def load_index(directory: Path) -> ModuleIndex:
     builtin = parse_modules_builtin(builtin_text, str(directory / "modules.builtin"))
     softdep_text = _read(directory / "modules.softdep", required=False) or ""
     softdeps = parse_modules_softdep(softdep_text, str(directory / "modules.softdep"))
-    try:
-        builtin_aliases = parse_builtin_modinfo(
-            (directory / "modules.builtin.modinfo").read_bytes()
-        )
-    except OSError:
-        builtin_aliases = {}
+    modinfo = directory / "modules.builtin.modinfo"
+    builtin_aliases = (
+        parse_builtin_modinfo(read_bytes(modinfo, cap=DEFAULT_CAP))
+        if os.path.lexists(modinfo)
+        else {}
+    )
     return ModuleIndex(
         directory=str(directory),
         deps=deps,

@@ -29,7 +29,7 @@ CAUSE_LOGS = {
     "module-not-in-kernel": ("istio-init", "wps-8-el9-iptables-legacy.log"),
     "redirect-not-applied": ("istio-validation", "istio-48734-validation.log"),
     "rule-rejected": ("istio-init", "istio-50072-cni-ambient-line-failed.log"),
-    "unknown": ("istio-init", "linkerd-14538-cni-no-binary.log"),
+    "tool-missing": ("istio-init", "linkerd-14538-cni-no-binary.log"),
 }
 
 
@@ -74,10 +74,14 @@ def _publish(
     )
 
 
-def _report(ready: bool, loadable: list[str], boot_id: str = "boot-1") -> dict[str, Any]:
-    modules = (
+def _report(
+    ready: bool, loadable: list[str], boot_id: str = "boot-1", absent: list[str] | None = None
+) -> dict[str, Any]:
+    modules: dict[str, list[str]] = (
         {"loaded": ["x_tables"], "loadable": loadable} if loadable else {"loaded": ["x_tables"]}
     )
+    if absent:
+        modules["absent"] = absent
     return {
         "schema": "meshready.io/node-report/v1",
         "ready": ready,
@@ -114,8 +118,9 @@ def _agent_pod(cluster: LocalCluster, ns: str, node: str, running: bool) -> None
 
 @pytest.fixture
 def fleet(cluster: LocalCluster, kubelet: FakeKubelet, namespace: str) -> dict[str, str]:
-    """Five nodes, one per state, and their agent pods in NAMESPACE."""
-    names = {k: f"{namespace}-{k}" for k in ("ready", "notready", "noagent", "crashagent", "stale")}
+    """Six nodes, one per state, and their agent pods in NAMESPACE."""
+    keys = ("ready", "notready", "noagent", "crashagent", "stale", "absent")
+    names = {k: f"{namespace}-{k}" for k in keys}
     for name in names.values():
         cluster.create_node(name, kubelet=kubelet)
     _publish(
@@ -140,7 +145,16 @@ def fleet(cluster: LocalCluster, kubelet: FakeKubelet, namespace: str) -> dict[s
         report=_report(True, [], boot_id="boot-0"),
         boot_id="boot-1",
     )
-    for key in ("ready", "notready", "stale"):
+    # A kernel without ip_tables at all (RHEL 9 family without the legacy module): only the node's
+    # own report says a module is absent; a modprobe message in a container's log does not.
+    _publish(
+        cluster,
+        names["absent"],
+        status="False",
+        reason="ModulesMissing",
+        report=_report(False, [], absent=["ip_tables", "iptable_nat"]),
+    )
+    for key in ("ready", "notready", "stale", "absent"):
         _agent_pod(cluster, namespace, names[key], running=True)
     _agent_pod(cluster, namespace, names["crashagent"], running=False)
     return names
@@ -169,7 +183,7 @@ def test_status_reads_every_node_state(
     assert crash["reason"] == "NotReportedYet" and "CrashLoopBackOff" in crash["message"]
     stale = rows[fleet["stale"]]
     assert stale["ready"] is None and stale["reason"] == "StaleReport"
-    assert data["counts"]["ready"] >= 1 and data["allReady"] is False
+    assert data["counts"]["ready"] >= 1 and data["all_ready"] is False
 
 
 def test_status_table(
@@ -225,7 +239,8 @@ def test_diagnose_cluster_finds_every_cause(
     # The legacy failure on the node whose agent reports modules missing (cross-referenced); the
     # others on the node without an agent, where the log alone decides.
     node_of = {c: fleet["noagent"] for c in CAUSE_LOGS} | {
-        "legacy-table-missing": fleet["notready"]
+        "legacy-table-missing": fleet["notready"],
+        "module-not-in-kernel": fleet["absent"],
     }
     for cause, (container, log) in CAUSE_LOGS.items():
         _failing_pod(
@@ -274,11 +289,16 @@ def test_diagnose_cluster_finds_every_cause(
     assert legacy["evidence"] and "unable to initialize table" in " ".join(legacy["evidence"])
     groups = {(g["node"], g["cause"]): g for g in data["groups"]}
     group = groups[(fleet["notready"], "legacy-table-missing")]
-    assert group["nodeReady"] is False
-    assert group["nodeMissing"] == ["ip_tables", "iptable_nat", "xt_REDIRECT", "xt_owner"]
+    assert group["node_ready"] is False
+    assert group["node_missing"] == ["ip_tables", "iptable_nat", "xt_REDIRECT", "xt_owner"]
     assert group["pods"] == [f"{namespace}/app-legacy-table-missing"]
-    assert any("modprobe" in c for c in group["fix"])
-    assert groups[(fleet["noagent"], "permission-denied")]["nodeReady"] is None
+    # The fix loads what the node's agent found missing (not only what the log shows) and
+    # names the real pod.
+    modprobe = next(c["run"] for c in group["node_fix"] if "modprobe" in c["run"])
+    assert "modprobe -a ip_tables iptable_nat xt_REDIRECT xt_owner" in " ".join(modprobe.split())
+    assert group["bindings"] == [{"NAMESPACE": namespace, "POD": "app-legacy-table-missing"}]
+    assert any("kubectl delete pod" in c["run"] for c in group["cluster_fix"])
+    assert groups[(fleet["noagent"], "permission-denied")]["node_ready"] is None
     # Both attempts were read: the previous one holds the crash.
     assert any(r.previous for r in kubelet.requests if r.pod == "app-legacy-table-missing")
 

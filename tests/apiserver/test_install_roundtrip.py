@@ -69,6 +69,8 @@ def test_install_upgrade_uninstall_round_trip(
         [f"serviceaccount/{AGENT_NAME}", "created"],
         [f"clusterrole.rbac.authorization.k8s.io/{AGENT_NAME}", "created"],
         [f"clusterrolebinding.rbac.authorization.k8s.io/{AGENT_NAME}", "created"],
+        [f"role.rbac.authorization.k8s.io/{AGENT_NAME}", "created"],
+        [f"rolebinding.rbac.authorization.k8s.io/{AGENT_NAME}", "created"],
         [f"daemonset.apps/{AGENT_NAME}", "created"],
     ]
     ds = admin_client.get(DaemonSet, AGENT_NAME, namespace=ns)
@@ -76,10 +78,11 @@ def test_install_upgrade_uninstall_round_trip(
     # What the server stored is what was rendered (the server only adds defaults).
     rendered = render_objects(ManifestOptions(namespace=ns))[-1]
     stored = ds.to_dict()
-    assert (
-        stored["spec"]["template"]["spec"]["containers"][0]["securityContext"]
-        == (rendered["spec"]["template"]["spec"]["containers"][0]["securityContext"])
-    )
+    for kind in ("containers", "initContainers"):
+        assert (
+            stored["spec"]["template"]["spec"][kind][0]["securityContext"]
+            == (rendered["spec"]["template"]["spec"][kind][0]["securityContext"])
+        )
     assert stored["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"] == "10%"
 
     again = run_cli("install", "--kubeconfig", kubeconfig, "-n", ns, "--no-wait")
@@ -249,7 +252,7 @@ def test_agent_rbac_for_real(cluster: LocalCluster, admin_client: Client, namesp
     allowed = [
         ("get", "nodes", None, None), ("list", "nodes", None, None), ("watch", "nodes", None, None),
         ("patch", "nodes", None, None), ("patch", "nodes", None, "status"),
-        ("create", "events", "default", None), ("create", "events", namespace, None),
+        ("create", "events", "default", None),
     ]  # fmt: skip
     for verb, resource, ns, sub in allowed:
         assert can_i(sa, verb, resource, namespace=ns, subresource=sub), (verb, resource, sub)
@@ -266,6 +269,8 @@ def test_agent_rbac_for_real(cluster: LocalCluster, admin_client: Client, namesp
         ("escalate", "clusterroles", None, "rbac.authorization.k8s.io", None),
         ("patch", "clusterroles", None, "rbac.authorization.k8s.io", None),
         ("impersonate", "users", None, "", None),
+        # Events only in `default` (a Role there), where node events must go: nowhere else
+        ("create", "events", namespace, "", None), ("create", "events", "kube-system", "", None),
     ]  # fmt: skip
     for verb, resource, ns, group, sub in denied:
         assert not can_i(sa, verb, resource, namespace=ns, group=group, subresource=sub), (

@@ -60,7 +60,9 @@ def test_needs_lines_and_json_contract(run_cli) -> None:  # type: ignore[no-unty
 
 def test_profiles_list(run_cli) -> None:  # type: ignore[no-untyped-def]
     result = run_cli("profiles", "-o", "json")
-    names = {p["name"] for p in json.loads(result.out)}
+    data = json.loads(result.out)
+    assert data["schema"] == "meshready.io/profiles/v1"
+    names = {p["name"] for p in data["profiles"]}
     assert {"istio-sidecar", "istio-ambient", "istio-sidecar-nftables", "linkerd"} <= names
 
 

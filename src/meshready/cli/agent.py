@@ -30,6 +30,13 @@ def _taint(value: str) -> tuple[str, str]:
     return key, effect
 
 
+def _boot_id(path: Path) -> str | None:
+    from meshready.boundedio import read_text_or_none
+
+    text = read_text_or_none(path, cap=4096)
+    return (text.strip() or None) if text else None
+
+
 @click.command()
 @click.option(
     "--node-name",
@@ -53,6 +60,19 @@ def _taint(value: str) -> tuple[str, str]:
     "--no-cluster", is_flag=True, help="node-local only: assess, fix and probe, publish nothing"
 )
 @click.option("--once", is_flag=True, help="one check (published), then exit 0 ready / 1 not ready")
+@click.option(
+    "--init",
+    "init_step",
+    is_flag=True,
+    help="the init container's step: assess, load, persist once (no probe, no cluster), write "
+    "--fix-record, exit 0 (2 on bad input)",
+)
+@click.option(
+    "--fix-record",
+    type=_PATH,
+    metavar="FILE",
+    help="--init writes what it loaded here; with --loader none the agent reports it",
+)
 @click.option(
     "--loader",
     type=click.Choice(["auto", "modprobe", "python", "none"]),
@@ -155,6 +175,8 @@ def agent(
     context: str | None,
     no_cluster: bool,
     once: bool,
+    init_step: bool,
+    fix_record: Path | None,
     loader: str,
     persist: bool,
     probe_mode: str,
@@ -214,7 +236,17 @@ def agent(
         raise InputError("--node-name", "required (or $NODE_NAME) unless --no-cluster")
     node = node_name or socket.gethostname()
 
-    fixer = None if loader == "none" else ActionsFixer(spec, root, loader, persist)
+    from meshready.agent.initstep import RecordedFixer, run_init
+
+    boot_file = root.path("/proc/sys/kernel/random/boot_id")
+    fixer: Any = None if loader == "none" else ActionsFixer(spec, root, loader, persist)
+    if init_step:
+        if fixer is None:
+            raise InputError("--init", "loads modules: needs a --loader other than none")
+        result = NodeWork(spec, root, fixer=fixer, prober=None).check()
+        raise SystemExit(run_init(result, fix_record, _boot_id(boot_file)))
+    if fixer is None and fix_record is not None:
+        fixer = RecordedFixer(fix_record, lambda: _boot_id(boot_file))
     prober = None if probe_mode == "off" else ActionsProber(spec, probe_mode)
     work = NodeWork(spec, root, fixer=fixer, prober=prober)
 
@@ -262,8 +294,8 @@ def agent(
             ) from None
         raise
     if once and output == "json" and runner.last is not None:
-        from meshready.cli.output import emit_json
+        from meshready.cli.output import emit_json, snake_keys
 
-        emit_json(runner.last.to_dict())
+        emit_json({"schema": "meshready.io/agent-check/v1", **snake_keys(runner.last.to_dict())})
     sys.stdout.flush()
     raise click.exceptions.Exit(code)

@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 
 import click
 
-from meshready.cli.kube import connect_with_config, kube_options
+from meshready.cli.kube import connect_with_config, kube_options, talking_to
 from meshready.cli.render_manifests import manifest_options, options_from
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,7 +41,8 @@ def dry_run_option(func: F) -> F:
     "--wait/--no-wait",
     default=True,
     show_default=True,
-    help="follow the rollout until every agent runs the new version and its node is ready",
+    help="follow the rollout until every agent runs the new version and has published its "
+    "node's state (ready or not: the summary lists nodes that are not)",
 )
 @click.option(
     "--timeout",
@@ -77,7 +78,7 @@ def install(
         click.echo(to_yaml(render_objects(options)), nl=False)
         return
     client, connection = connect_with_config(kubeconfig, context)
-    with client:
+    with client, talking_to(connection, "installing"):
         click.echo(
             f"installing into {connection.server} ({connection.source}), namespace {options.namespace}"
         )
@@ -148,7 +149,7 @@ def uninstall(
     if dry_run == "client":
         raise click.UsageError("uninstall supports --dry-run=server only")
     client, connection = connect_with_config(kubeconfig, context)
-    with client:
+    with client, talking_to(connection, "uninstalling"):
         click.echo(
             f"uninstalling from {connection.server} ({connection.source}), namespace {namespace}"
         )

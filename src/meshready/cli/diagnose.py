@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
 
+from meshready.boundedio import open_regular
 from meshready.cli.kube import kube_options
 from meshready.diagnose.engine import diagnose_text
-from meshready.diagnose.model import DiagnoseContext, Diagnosis, Finding
+from meshready.diagnose.model import DiagnoseContext, Diagnosis, Finding, Where
 from meshready.errors import InputError
 from meshready.knowledge.requests import Backend
 
 _MAX_BYTES = 64 * 1024 * 1024
+DIAGNOSIS_SCHEMA = "meshready.io/diagnosis/v1"  # src/meshready/schemas/diagnosis.json
 
 
 def read_log(spec: str) -> tuple[str, str]:
@@ -28,7 +31,8 @@ def read_log(spec: str) -> tuple[str, str]:
         try:
             if path.is_dir():
                 raise InputError(source, "is a directory, not a log file")
-            with path.open("rb") as fh:
+            # regular files only, opened without blocking (a FIFO or device must not hang us)
+            with os.fdopen(open_regular(path, source), "rb") as fh:
                 data = fh.read(_MAX_BYTES + 1)
         except FileNotFoundError:
             raise InputError(source, "no such file") from None
@@ -59,9 +63,19 @@ def read_log(spec: str) -> tuple[str, str]:
 
 
 @click.command()
-@click.argument("log", required=False, default="-", metavar="[FILE|-]")
+@click.argument("logs", nargs=-1, metavar="[FILE|-|node/NAME...]")
 @click.option(
-    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+    "-o",
+    "--output",
+    type=click.Choice(["table", "wide", "json"]),
+    default="table",
+    show_default=True,
+    help="wide: with --cluster or node/NAME, also every pod's name",
+)
+@click.option(
+    "--fix-script",
+    is_flag=True,
+    help="print only the fix, as one POSIX sh script to run on the node as root",
 )
 @click.option(
     "--container",
@@ -82,20 +96,27 @@ def read_log(spec: str) -> tuple[str, str]:
     help="find failed mesh init containers and CNI/ztunnel pods in the cluster and diagnose them",
 )
 @click.option("-n", "--namespace", metavar="NS", help="with --cluster: only this namespace")
-@click.option("-l", "--selector", metavar="K=V[,K=V]", help="with --cluster: pod label selector")
+@click.option(
+    "-l",
+    "--selector",
+    metavar="SELECTOR",
+    help="with --cluster: pod label selector, kubectl syntax (k=v, k!=v, k in (a,b), !k)",
+)
 @click.option(
     "--concurrency",
     type=click.IntRange(1, 64),
-    default=8,
+    default=16,
     show_default=True,
     help="with --cluster: log reads at once",
 )
+@click.option("--no-headers", is_flag=True, help="with --cluster: the table without its header")
 @kube_options
 @click.pass_context
 def diagnose(
     ctx: click.Context,
-    log: str,
+    logs: tuple[str, ...],
     output: str,
+    fix_script: bool,
     container: str | None,
     backend: str | None,
     kernel_release: str | None,
@@ -104,6 +125,7 @@ def diagnose(
     namespace: str | None,
     selector: str | None,
     concurrency: int,
+    no_headers: bool,
     kubeconfig: Path | None,
     context: str | None,
 ) -> None:
@@ -116,27 +138,53 @@ def diagnose(
 
     With --cluster, read the logs of every failed mesh init container and mesh CNI/ztunnel pod
     (the previous attempt too), group them by node and cause, and cross-reference each node's
-    readiness as the meshready agent published it.
+    readiness as the meshready agent published it. With node/NAME, the same for the pods on
+    those nodes.
 
     Exit 0 when nothing wrong is found, 1 when a problem is found, 2 on bad input.
     """
-    if cluster:
-        from meshready.cli.diagnose_cluster import diagnose_cluster
+    from meshready.cli.targets import is_node_target, node_names
 
+    targets = [a for a in logs if is_node_target(a)]
+    if cluster or targets:
+        from meshready.cli.diagnose_cluster import ClusterQuery, diagnose_cluster
+
+        if len(targets) != len(logs):
+            raise InputError(
+                next(a for a in logs if not is_node_target(a)),
+                "a log file cannot be combined with --cluster or node/NAME",
+            )
+        query = ClusterQuery(namespace, selector, node_names(targets), concurrency)
         ctx.exit(
-            diagnose_cluster(kubeconfig, context, namespace, selector, concurrency, output, verbose)
+            diagnose_cluster(
+                kubeconfig, context, query, output, verbose, no_headers, script=fix_script
+            )
         )
-    text, source = read_log(log)
+    if len(logs) > 1:
+        raise InputError(logs[1], "one log at a time (or node/NAME targets)")
+    text, source = read_log(logs[0] if logs else "-")
     log_context = DiagnoseContext(
         backend=Backend(backend) if backend else None,
         container=container,
         kernel_release=kernel_release,
     )
     diagnosis = diagnose_text(text, source, log_context)
-    if output == "json":
+    if fix_script:
+        from meshready.cli.output import fix_script as script
+
+        steps = [c for f in diagnosis.findings[:1] for c in f.fix.steps]
+        node = [c for c in steps if c.where is Where.NODE]
+        after = [c for c in steps if c.where is Where.CLUSTER]
+        header = (
+            [f"fix for: {source} ({diagnosis.findings[0].cause})"] if diagnosis.findings else []
+        )
+        header += ["run on the node, as root"]
+        header += [f"then, from a workstation: {' '.join(c.run.split())}" for c in after]
+        click.echo(script(node, header), nl=False)
+    elif output == "json":
         from meshready.cli.output import emit_json
 
-        emit_json(diagnosis.to_dict())
+        emit_json({"schema": DIAGNOSIS_SCHEMA, **diagnosis.to_dict()})
     else:
         render(diagnosis, verbose)
     ctx.exit(0 if diagnosis.ok else 1)
@@ -174,7 +222,9 @@ def _render_finding(out: Any, n: int, f: Finding, verbose: bool, first: bool) ->
     )
     if f.modules:
         out.print(f"   modules: [bold]{escape(' '.join(f.modules))}[/]")
-    out.print(f"   {escape(f.explanation)}", soft_wrap=False)
+    from meshready.cli.output import print_prose
+
+    print_prose(f.explanation, indent="   ")
     shown = f.evidence_lines if verbose else f.evidence_lines[:3]
     if shown:
         out.print("   evidence:")
@@ -183,18 +233,20 @@ def _render_finding(out: Any, n: int, f: Finding, verbose: bool, first: bool) ->
         hidden = len(f.evidence_lines) - len(shown)
         if hidden:
             out.print(f"     [dim](+{hidden} more; -v shows all)[/]")
-    if f.fix.commands:
-        out.print("   fix (on the node):")
-        for cmd in f.fix.commands:
-            out.print(f"     $ {escape(cmd)}")
+    from meshready.cli.output import print_commands
+
+    node = [c for c in f.fix.steps if c.where is Where.NODE]
+    after = [c for c in f.fix.steps if c.where is Where.CLUSTER]
+    if node:
+        print_commands("fix, on the node:", node, indent="   ")
+    if after:
+        print_commands("then, from a workstation with kubectl:", after, indent="   ")
     if f.fix.modules_load_conf and verbose:
         out.print("   /etc/modules-load.d/meshready.conf:")
         for line in f.fix.modules_load_conf.splitlines():
             out.print(f"     {escape(line)}")
-    if f.fix.meshready:
-        out.print("   with meshready:")
-        for cmd in f.fix.meshready:
-            out.print(f"     $ {escape(cmd)}")
+    if f.fix.meshready_steps:
+        print_commands("or with meshready:", f.fix.meshready_steps, indent="   ")
     notes = f.fix.notes if verbose or first else f.fix.notes[:1]
     for note in notes:
-        out.print(f"   - {escape(note)}")
+        print_prose(f"- {note}", indent="   ", hang="  ")

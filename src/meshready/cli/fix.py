@@ -12,10 +12,19 @@ from meshready.actions.loader import LOADER_NAMES, choose_loader
 from meshready.actions.persist import PERSIST_PATH, remove_persisted
 from meshready.assess.plan import needs_from_options
 from meshready.assess.report import Report
+from meshready.cli.node_commands import (
+    NodeRequest,
+    kube_and_node_options,
+    node_request_options,
+    rule_args,
+    run_on_nodes,
+)
 from meshready.cli.options import rules_options
 from meshready.cli.output import emit_json, render_report
 from meshready.errors import ActionError, InputError
 from meshready.host.root import HostRoot
+
+FIX_SCHEMA = "meshready.io/fix/v1"  # src/meshready/schemas/fix.json
 
 _host_root = click.option(
     "--host-root",
@@ -76,6 +85,7 @@ def _print_result(result: FixResult) -> None:
 
 
 @click.command()
+@click.argument("targets", nargs=-1, metavar="[node/NAME...]")
 @rules_options
 @_host_root
 @click.option(
@@ -97,9 +107,12 @@ def _print_result(result: FixResult) -> None:
     help="also load this module (and its dependencies); repeatable",
 )
 @_output
+@kube_and_node_options
 @click.pass_context
 def fix(
     ctx: click.Context,
+    /,
+    targets: tuple[str, ...],
     profile: str | None,
     rules: tuple[str, ...],
     backend: str | None,
@@ -109,6 +122,9 @@ def fix(
     dry_run: bool,
     allow: tuple[str, ...],
     output: str,
+    kubeconfig: Path | None,
+    context: str | None,
+    **params: Any,
 ) -> None:
     """Load the kernel modules the rules need, in dependency order, and persist them for boot.
 
@@ -116,14 +132,43 @@ def fix(
     built-in ones are skipped. Every precondition is checked before anything changes; if a load
     fails, what this run loaded is unloaded and no file is written. Exit 0 when the node is ready
     afterwards, 1 when not (or a change failed), 2 on bad input.
+
+    From a workstation: `kubectl meshready fix node/NAME` (several, or -l SELECTOR) does the same
+    on that node in a short-lived pod with exactly the capabilities of the agent's loading
+    container (SYS_MODULE), the host root read-only at /host and /etc/modules-load.d writable,
+    then deletes it.
+    A node whose agent reports it ready is left alone (--via pod runs the pod anyway).
     """
+    node = node_request_options(params)
+    if targets or node["selector"] is not None:
+        if host_root is not None:
+            raise InputError("--host-root", "cannot be combined with node/NAME or -l")
+        extra = [*(("--no-persist",) if no_persist else ()), *(("--dry-run",) if dry_run else ())]
+        extra += [f"--allow={name}" for name in allow]
+        request = NodeRequest(
+            kind="fix",
+            targets=targets,
+            rule_args=rule_args(profile, rules, backend),
+            extra_args=tuple(extra),
+            **node,
+        )
+        ctx.exit(run_on_nodes(request, kubeconfig, context, output, False))
     spec = needs_from_options(profile, rules, backend)
     root = _root(host_root)
     report, facts = assess_live(spec, root)
     plan = plan_fix(report, root, FixOptions(persist=not no_persist, allow=allow), facts.index)
     if dry_run:
         if output == "json":
-            emit_json({"dry_run": True, "plan": plan.to_dict(), "report": report.to_dict()})
+            emit_json(
+                {
+                    "schema": FIX_SCHEMA,
+                    "dry_run": True,
+                    "ready": report.ready,
+                    "plan": plan.to_dict(),
+                    "result": None,
+                    "report": report.to_dict(),
+                }
+            )
         else:
             _print_plan(plan, dry_run=True)
         ctx.exit(0 if plan.ok else 1)
@@ -141,6 +186,8 @@ def fix(
         after, _ = assess_live(spec, root)
     if output == "json":
         data: dict[str, Any] = {
+            "schema": FIX_SCHEMA,
+            "dry_run": False,
             "ready": after.ready,
             "plan": plan.to_dict(),
             "result": result.to_dict() if result else None,
@@ -176,7 +223,7 @@ def unfix(host_root: Path | None, output: str) -> None:
     root = _root(host_root)
     removed = remove_persisted(root)
     if output == "json":
-        emit_json({"removed": removed, "path": PERSIST_PATH})
+        emit_json({"schema": "meshready.io/unfix/v1", "removed": removed, "path": PERSIST_PATH})
     elif removed:
         click.echo(f"removed {PERSIST_PATH} (loaded modules stay loaded until reboot)")
     else:

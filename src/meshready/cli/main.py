@@ -32,7 +32,15 @@ class LazyGroup(click.Group):
 def cli() -> None:
     """Make Kubernetes nodes ready for service-mesh traffic interception.
 
-    Exit codes: 0 ready / nothing wrong, 1 not ready / problem found, 2 bad input or usage.
+    From a workstation, as a kubectl plugin: `kubectl meshready check node/NAME`.
+
+    \b
+    Exit codes (every command):
+      0  ready / nothing wrong / done
+      1  not ready, a problem found, an action or the cluster failed
+      2  bad input or usage (the message names the file, option or value)
+      3  internal error: a bug in meshready (MESHREADY_DEBUG=1 shows the traceback)
+      130 interrupted
     """
 
 

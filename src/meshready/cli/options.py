@@ -46,6 +46,17 @@ def rules_options(func: F) -> F:
     return func
 
 
+def iptables_version_option(func: F) -> F:
+    """``--iptables-version``: the iptables the mesh's image ships (iptables-nft's requests depend
+    on it; knowledge/iptables_versions.py)."""
+    return click.option(
+        "--iptables-version",
+        metavar="X.Y.Z",
+        help="iptables version in the mesh's image (default: the profile's; see "
+        "docs/knowledge.md); decides which iptables-nft modules are required",
+    )(func)
+
+
 def host_options(func: F) -> F:
     for option in reversed(
         [
@@ -99,7 +110,14 @@ def facts_from_options(
             raise InputError("--lsmod", "offline checks need the node's lsmod output")
         if kernel_release is None and modules_dir is None:
             raise InputError("--kernel-release", "offline checks need the node's kernel release")
-        return gather_offline(lsmod, kernel_release, modules_dir, kernel_config)
+        facts = gather_offline(lsmod, kernel_release, modules_dir, kernel_config)
+        if facts.arch is None and facts.release:
+            from dataclasses import replace
+
+            from meshready.cli.machine import arch_from_release
+
+            facts = replace(facts, arch=arch_from_release(facts.release))
+        return facts
     if host_root is not None and not host_root.is_dir():
         raise InputError(str(host_root), "host root is not a directory")
     root = HostRoot(host_root) if host_root is not None else HostRoot()

@@ -53,7 +53,7 @@ def probe(
     spec = needs_from_options(profile, rules, backend)
     result = run_probe(spec, spec.backend, cast(Mode, mode), timeout=timeout, proxy_uid=proxy_uid)
     if output == "json":
-        emit_json(result.to_dict())
+        emit_json({"schema": "meshready.io/probe/v1", **result.to_dict()})
     else:
         verdict = "PASS" if result.ok else "FAIL"
         what = spec.profile or ", ".join(spec.rules)

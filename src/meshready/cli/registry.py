@@ -1,5 +1,9 @@
 """Every command, by name, and the module that defines it: imported only when that command runs,
-so `meshready check` does not pay for the Kubernetes client the cluster commands use."""
+so `meshready check` does not pay for the Kubernetes client the cluster commands use.
+
+Every dependency is a default dependency (one install): an import error here is a packaging bug,
+reported by main() as an internal error (exit 3), never as "not ready".
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,6 @@ import importlib
 import importlib.util
 
 import click
-
-from meshready.errors import MeshreadyError
 
 # command name -> (module, attribute)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -24,10 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "install": ("meshready.cli.cluster", "install"),
     "uninstall": ("meshready.cli.cluster", "uninstall"),
     "agent": ("meshready.cli.agent", "agent"),
+    "completion": ("meshready.cli.completion", "completion"),
 }
-
-# Third-party packages of the optional `cluster` extra.
-_CLUSTER_EXTRA = {"lightkube", "httpx2", "httpx", "prometheus_client", "yaml"}
 
 
 def available(name: str) -> bool:
@@ -37,25 +37,6 @@ def available(name: str) -> bool:
 
 def load(name: str) -> click.Command:
     module_name, attr = COMMANDS[name]
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if (exc.name or "").split(".")[0] in _CLUSTER_EXTRA:
-            return _needs_extra(name, exc.name or "")
-        raise
-    command = getattr(module, attr)
+    command = getattr(importlib.import_module(module_name), attr)
     assert isinstance(command, click.Command)
     return command
-
-
-def _needs_extra(name: str, missing: str) -> click.Command:
-    @click.command(name=name, context_settings={"ignore_unknown_options": True})
-    @click.argument("args", nargs=-1, type=click.UNPROCESSED)
-    def stub(args: tuple[str, ...]) -> None:
-        """(needs the cluster extras: pip install 'meshready[cluster]')"""
-        raise MeshreadyError(
-            f"`{name}` needs the cluster extras ({missing} is not installed): "
-            "pip install 'meshready[cluster]'"
-        )
-
-    return stub

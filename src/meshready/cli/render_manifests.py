@@ -94,6 +94,12 @@ def manifest_options(func: F) -> F:
                 metavar="S",
                 help="the agent's re-check interval",
             ),
+            click.option(
+                "--admission-policy",
+                is_flag=True,
+                help="add the ValidatingAdmissionPolicy that keeps each agent to its own Node "
+                "(Kubernetes 1.30+)",
+            ),
         ]
     ):
         func = option(func)
@@ -130,6 +136,7 @@ def options_from(params: dict[str, Any]) -> Any:
         node_selector=dict(parse_selector(s) for s in params["node_selector"]),
         tolerations=tuple(tolerations),
         interval_seconds=params["interval"],
+        admission_policy=bool(params.get("admission_policy")),
     ).validated()
 
 

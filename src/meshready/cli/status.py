@@ -6,11 +6,23 @@ from pathlib import Path
 
 import click
 
-from meshready.cli.kube import connect, kube_options
-from meshready.cli.output import console, emit_json
+from meshready.cli.kube import connect_with_config, kube_options, talking_to
+from meshready.cli.output import Column, emit_json, print_table
+
+COLUMNS = (
+    Column("NODE", shrink=False),
+    Column("READY", shrink=False),
+    Column("REASON", min_width=10),
+    Column("AGENT", min_width=7),
+    Column("MISSING", min_width=8),
+    Column("CHECKED", shrink=False),
+    Column("BACKEND", wide=True),
+    Column("KERNEL", wide=True),
+    Column("MESSAGE", wide=True),
+)
 
 
-def _age(seconds: float | None) -> str:
+def age(seconds: float | None) -> str:
     if seconds is None:
         return "-"
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
@@ -29,7 +41,19 @@ def _age(seconds: float | None) -> str:
     help="namespace the agent runs in (default: meshready)",
 )
 @click.option(
-    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
+    "-o",
+    "--output",
+    type=click.Choice(["table", "wide", "json"]),
+    default="table",
+    show_default=True,
+    help="wide: also the backend, kernel and the agent's message",
+)
+@click.option("--no-headers", is_flag=True, help="print the table without its header line")
+@click.option(
+    "-l",
+    "--selector",
+    metavar="SELECTOR",
+    help="only the nodes with these labels (kubectl syntax: k=v, k!=v, k in (a,b), !k)",
 )
 @click.pass_context
 def status(
@@ -38,47 +62,42 @@ def status(
     context: str | None,
     namespace: str | None,
     output: str,
+    no_headers: bool,
+    selector: str | None,
 ) -> None:
     """Show every node's readiness for mesh traffic interception.
 
     Reads what the meshready agent publishes on each Node (condition, labels, report annotation) and
     where its pods run; never execs into nodes. Exit 0 when every node is ready, 1 otherwise.
     """
-    from meshready.cluster.errors import ClusterError, describe, is_api_failure
     from meshready.cluster.fleet import read_fleet
     from meshready.cluster.names import DEFAULT_NAMESPACE
+    from meshready.cluster.selector import as_labels, parse_selector
 
-    client = connect(kubeconfig, context)
-    try:
-        fleet = read_fleet(client, namespace or DEFAULT_NAMESPACE)
-    except Exception as exc:
-        if is_api_failure(exc):
-            raise ClusterError(f"reading nodes: {describe(exc)}") from None
-        raise
+    labels = as_labels(parse_selector(selector)) if selector else None
+    client, connection = connect_with_config(kubeconfig, context)
+    with client, talking_to(connection, "reading nodes"):
+        fleet = read_fleet(client, namespace or DEFAULT_NAMESPACE, labels)
     if output == "json":
         emit_json(fleet.to_dict())
-    else:
-        from rich.table import Table
-
-        out = console()
-        table = Table(show_edge=False, pad_edge=False, box=None, header_style="bold")
-        for col in ("NODE", "AGENT", "READY", "REASON", "BACKEND", "KERNEL", "MISSING", "CHECKED"):
-            table.add_column(col, overflow="fold")
-        style = {"true": "green", "false": "red", "unknown": "magenta"}
-        for row in fleet.rows:
-            table.add_row(
-                row.node,
-                row.agent,
-                f"[{style[row.ready_word]}]{row.ready_word}[/]",
-                row.reason,
-                row.backend or "-",
-                row.kernel or "-",
-                " ".join(row.missing) or "-",
-                _age(row.checked_seconds_ago),
-            )
-        out.print(table)
-        for row in fleet.rows:
-            if row.ready is not True and row.message:
-                out.print(f"- {row.node}: {row.message}")
-        out.print(fleet.summary())
+        ctx.exit(0 if fleet.all_ready else 1)
+    rows = [
+        (
+            row.node,
+            row.ready_word,
+            row.reason or "-",
+            row.agent,
+            " ".join(row.missing) or "-",
+            age(row.checked_seconds_ago),
+            row.backend or "-",
+            row.kernel or "-",
+            row.message or "-",
+        )
+        for row in fleet.rows
+    ]
+    print_table(COLUMNS, rows, wide=output == "wide", headers=not no_headers)
+    if not no_headers:
+        if output != "wide" and any(r.ready is not True and r.message for r in fleet.rows):
+            click.echo("(-o wide shows each node's message; `check node/NAME` its full report)")
+        click.echo(fleet.summary())
     ctx.exit(0 if fleet.all_ready else 1)

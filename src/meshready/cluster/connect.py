@@ -16,10 +16,14 @@ import yaml
 from lightkube import Client, ConfigError, KubeConfig
 from lightkube.config.kubeconfig import SingleConfig
 
+from meshready.boundedio import MiB, read_text
 from meshready.cluster.errors import ClusterError
+from meshready.cluster.guard import guard_client
+from meshready.errors import InputError
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 DEFAULT_KUBECONFIG = Path("~/.kube/config")
+KUBECONFIG_CAP = 16 * MiB  # kubeconfigs with hundreds of clusters stay far below
 
 
 @dataclass(frozen=True)
@@ -33,6 +37,10 @@ class Connection:
     @property
     def server(self) -> str:
         return str(self.config.cluster.server)
+
+    @property
+    def context(self) -> str:
+        return str(self.config.context_name)
 
 
 def _kubeconfig_files(explicit: Path | None) -> list[Path]:
@@ -51,11 +59,13 @@ def _merge(files: list[Path]) -> tuple[dict[str, Any], Path]:
     first: Path | None = None
     for path in files:
         try:
-            doc = yaml.safe_load(path.read_text()) or {}
-        except OSError as exc:
-            raise ClusterError(f"{path}: cannot read kubeconfig ({exc.strerror})") from None
+            doc = yaml.safe_load(read_text(path, cap=KUBECONFIG_CAP)) or {}
+        except InputError as exc:
+            raise ClusterError(f"{path}: cannot read kubeconfig ({exc.message})") from None
         except yaml.YAMLError as exc:
             raise ClusterError(f"{path}: not a kubeconfig ({exc})") from None
+        except RecursionError:
+            raise ClusterError(f"{path}: not a kubeconfig (nested too deeply)") from None
         if not isinstance(doc, dict):
             raise ClusterError(f"{path}: not a kubeconfig")
         first = first or path
@@ -115,17 +125,19 @@ def make_client(
     *,
     namespace: str | None = None,
     field_manager: str | None = None,
-    timeout: float = 10.0,
+    timeout: float | None = 10.0,
 ) -> Client:
-    """A lightkube Client for CONNECTION. Proxy variables in the environment are not used."""
+    """A lightkube Client for CONNECTION. Proxy variables in the environment are not used.
+    TIMEOUT: seconds per request (connect, read, write), None for no limit (watches)."""
     try:
-        return Client(
+        client = Client(
             config=connection.config,
             namespace=namespace or connection.namespace,
             field_manager=field_manager,
             timeout=httpx2.Timeout(timeout),
             trust_env=False,
         )
+        return guard_client(client)  # exec plugin, watch and error bounds (cluster.guard)
     except ConfigError as exc:
         raise ClusterError(f"kubeconfig: {exc}") from None
     except (OSError, ValueError) as exc:

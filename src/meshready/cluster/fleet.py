@@ -18,6 +18,7 @@ from meshready.cluster.names import DEFAULT_NAMESPACE, SELECTOR_LABELS
 from meshready.cluster.published import NodeState, read_node_state
 
 PAGE_SIZE = 500
+STATUS_SCHEMA = "meshready.io/status/v1"  # `status -o json`; src/meshready/schemas/status.json
 # A published check older than this, with no heartbeat since, is shown as stale.
 STALE_AFTER_SECONDS = 3600
 
@@ -57,7 +58,7 @@ class FleetRow:
             "backend": self.backend,
             "kernel": self.kernel,
             "missing": list(self.missing),
-            "checkedSecondsAgo": None
+            "checked_seconds_ago": None
             if self.checked_seconds_ago is None
             else round(self.checked_seconds_ago),
             "message": self.message,
@@ -71,9 +72,9 @@ class Fleet:
 
     @property
     def counts(self) -> dict[str, int]:
-        out = {"ready": 0, "notReady": 0, "unknown": 0}
+        out = {"ready": 0, "not_ready": 0, "unknown": 0}
         for row in self.rows:
-            key = "unknown" if row.ready is None else ("ready" if row.ready else "notReady")
+            key = "unknown" if row.ready is None else ("ready" if row.ready else "not_ready")
             out[key] += 1
         return out
 
@@ -84,15 +85,16 @@ class Fleet:
     def summary(self) -> str:
         c = self.counts
         return (
-            f"{len(self.rows)} nodes: {c['ready']} ready, {c['notReady']} not ready, "
+            f"{len(self.rows)} nodes: {c['ready']} ready, {c['not_ready']} not ready, "
             f"{c['unknown']} unknown"
         )
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "schema": STATUS_SCHEMA,
             "summary": self.summary(),
             "counts": self.counts,
-            "allReady": self.all_ready,
+            "all_ready": self.all_ready,
             "nodes": [r.to_dict() for r in self.rows],
         }
 
@@ -166,13 +168,48 @@ def fleet_rows(
     return rows
 
 
-def read_node_states(client: Client) -> list[NodeState]:
-    return [read_node_state(n) for n in client.list(Node, chunk_size=PAGE_SIZE)]
+def read_node_states(client: Client, labels: Any = None) -> list[NodeState]:
+    """Every Node (those LABELS select: cluster.selector.as_labels), in pages."""
+    return [read_node_state(n) for n in client.list(Node, chunk_size=PAGE_SIZE, labels=labels)]
 
 
-def read_fleet(client: Client, agent_namespace: str = DEFAULT_NAMESPACE) -> Fleet:
+# Up to this many nodes are read one by one (in parallel) rather than by listing every Node.
+NODE_GET_LIMIT = 200
+
+
+def read_named_nodes(
+    client: Client, names: Iterable[str], concurrency: int = 8
+) -> dict[str, NodeState]:
+    """The states of NAMES: each Node read by name (a handful of small requests instead of a
+    paginated list of a whole fleet), or the whole list past NODE_GET_LIMIT. Nodes that no
+    longer exist are left out."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from lightkube import ApiError
+
+    wanted = sorted(set(names))
+    if len(wanted) > NODE_GET_LIMIT:
+        chosen = set(wanted)
+        return {s.name: s for s in read_node_states(client) if s.name in chosen}
+
+    def one(name: str) -> NodeState | None:
+        try:
+            return read_node_state(client.get(Node, name))
+        except ApiError as exc:
+            if exc.status is not None and exc.status.code == 404:
+                return None
+            raise
+
+    with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(wanted) or 1))) as pool:
+        states = list(pool.map(one, wanted))
+    return {s.name: s for s in states if s is not None}
+
+
+def read_fleet(
+    client: Client, agent_namespace: str = DEFAULT_NAMESPACE, labels: Any = None
+) -> Fleet:
     """Nodes and agent pods, each in pages of PAGE_SIZE: ceil(n/500) + ceil(a/500) requests."""
-    states = read_node_states(client)
+    states = read_node_states(client, labels)
     selector: dict[str, Any] = dict(SELECTOR_LABELS)
     pods = client.list(Pod, namespace=agent_namespace, labels=selector, chunk_size=PAGE_SIZE)
     return Fleet(tuple(fleet_rows(states, agent_pods(pods))))

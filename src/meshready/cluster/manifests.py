@@ -19,6 +19,7 @@ against the 1.25+ schemas.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -29,6 +30,8 @@ import yaml
 
 from meshready import __version__
 from meshready.assess.plan import needs_from_options
+from meshready.boundedio import is_regular, read_bytes
+from meshready.cluster.admission import policy_objects
 from meshready.cluster.names import (
     AGENT_NAME,
     APP_LABELS,
@@ -36,6 +39,7 @@ from meshready.cluster.names import (
     DEFAULT_NAMESPACE,
     DEFAULT_TAINT_EFFECT,
     DEFAULT_TAINT_KEY,
+    EVENTS_NAMESPACE,
     HOST_MOUNT,
     METRICS_PORT,
     SELECTOR_LABELS,
@@ -73,25 +77,31 @@ class ManifestOptions:
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: Sequence[Mapping[str, Any]] = (TOLERATE_ALL,)
     interval_seconds: int = 300
+    # the ValidatingAdmissionPolicy that keeps each agent to its own Node (Kubernetes 1.30+)
+    admission_policy: bool = False
 
     def validated(self) -> ManifestOptions:
         """Check every option; raise InputError naming the option."""
-        if len(self.namespace) > 63 or not _DNS1123.match(self.namespace):
+        if len(self.namespace) > 63 or not _DNS1123.fullmatch(self.namespace):
             raise InputError("--namespace", f"not a valid namespace name: {self.namespace!r}")
-        if not self.image or any(c.isspace() for c in self.image):
+        if not self.image or any(c.isspace() or not c.isprintable() for c in self.image):
             raise InputError("--image", f"not an image reference: {self.image!r}")
         if self.image_pull_policy not in ("Always", "IfNotPresent", "Never"):
             raise InputError("--image-pull-policy", f"unknown policy {self.image_pull_policy!r}")
         if self.profile is not None or self.backend is not None:
             needs_from_options(self.profile, (), self.backend)  # raises InputError
-        if self.taint_key is not None and not _LABEL_KEY.match(self.taint_key):
+        if self.taint_key is not None and not _LABEL_KEY.fullmatch(self.taint_key):
             raise InputError("--taint-key", f"not a valid taint key: {self.taint_key!r}")
         if self.taint_effect not in TAINT_EFFECTS:
             raise InputError("--taint-key", f"unknown taint effect {self.taint_effect!r}")
         if self.probe_mode not in PROBE_MODES:
             raise InputError("--probe-mode", f"choose one of {', '.join(PROBE_MODES)}")
         for key, value in self.node_selector.items():
-            if not _LABEL_KEY.match(key) or not _LABEL_VALUE.match(value) or len(value) > 63:
+            if (
+                not _LABEL_KEY.fullmatch(key)
+                or not _LABEL_VALUE.fullmatch(value)
+                or len(value) > 63
+            ):
                 raise InputError("--node-selector", f"not a valid label: {key}={value}")
         if self.interval_seconds < 10:
             raise InputError("--interval", "at least 10 seconds")
@@ -107,7 +117,7 @@ def parse_toleration(spec: str) -> dict[str, Any]:
     if not sep:
         head = text
     key, eq, value = head.partition("=")
-    if not key or not _LABEL_KEY.match(key):
+    if not key or not _LABEL_KEY.fullmatch(key):
         raise InputError("--toleration", f"expected KEY[=VALUE][:EFFECT], got {spec!r}")
     if effect and effect not in TAINT_EFFECTS:
         raise InputError("--toleration", f"unknown effect {effect!r} in {spec!r}")
@@ -150,26 +160,54 @@ def namespace_object(options: ManifestOptions) -> dict[str, Any] | None:
 
 
 def cluster_role_rules() -> list[dict[str, Any]]:
-    """Everything the agent may do, and nothing else."""
+    """Everything the agent may do cluster-wide (Nodes are cluster-scoped), and nothing else.
+
+    RBAC cannot say "its own Node": the ValidatingAdmissionPolicy (cluster.admission) can."""
     return [
         # Its own Node: read it, watch it (boot ID changes), patch labels, annotation and taints.
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch", "patch"]},
         # The MeshInterceptionReady condition lives in the status subresource.
         {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]},
-        # Events on the Node when its state changes.
-        {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
     ]
 
 
-def agent_args(options: ManifestOptions) -> list[str]:
-    # The Python loader (finit_module): needs only CAP_SYS_MODULE and the module files, not the
-    # host's modprobe, chroot or its libraries.
-    args = [f"--host-root={HOST_MOUNT}", "--loader=python"]
+def role_rules() -> list[dict[str, Any]]:
+    """Events about its Node, in ``default`` only (a Role there, not a ClusterRole).
+
+    The API server accepts an Event about a cluster-scoped object (a Node) only in ``default``
+    (or, with eventTime set, ``kube-system``): measured against the real apiserver, a Node event
+    in the agent's own namespace is refused with 422 "involvedObject.namespace: does not match
+    event.namespace" (k8s.io/kubernetes pkg/apis/core/validation legacyValidateEvent). So the
+    Role lives in ``default``, where the kubelet records node events too."""
+    return [{"apiGroups": [""], "resources": ["events"], "verbs": ["create"]}]
+
+
+FIX_RECORD_DIR = "/run/meshready"
+FIX_RECORD = f"{FIX_RECORD_DIR}/fix.json"
+INIT_CONTAINER_NAME = "load"
+
+
+def _rules_args(options: ManifestOptions) -> list[str]:
+    args = [f"--host-root={HOST_MOUNT}"]
     if options.profile:
         args.append(f"--profile={options.profile}")
     if options.backend:
         args.append(f"--backend={options.backend}")
+    return args
+
+
+def init_args(options: ManifestOptions) -> list[str]:
+    # The Python loader (finit_module): needs only CAP_SYS_MODULE and the module files, not the
+    # host's modprobe, chroot or its libraries. It runs once per pod start and exits.
+    args = ["agent", "--init", "--no-cluster", *_rules_args(options), "--loader=python"]
     args.append("--persist" if options.persist else "--no-persist")
+    args += ["--probe-mode=off", "--metrics-addr=off", f"--fix-record={FIX_RECORD}"]
+    return args
+
+
+def agent_args(options: ManifestOptions) -> list[str]:
+    # Never loads (no CAP_SYS_MODULE): reports what the init container did (agent.initstep).
+    args = [*_rules_args(options), "--loader=none", f"--fix-record={FIX_RECORD}"]
     args.append(f"--probe-mode={options.probe_mode}")
     if options.taint_key is None:
         args.append("--no-taint")
@@ -180,23 +218,72 @@ def agent_args(options: ManifestOptions) -> list[str]:
     return args
 
 
+def _security_context(capabilities: list[str]) -> dict[str, Any]:
+    return {
+        "privileged": False,
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsUser": 0,
+        "runAsNonRoot": False,
+        "capabilities": {"drop": ["ALL"], **({"add": capabilities} if capabilities else {})},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def init_container(options: ManifestOptions) -> dict[str, Any]:
+    """Loads and persists, then exits: the only container that ever holds SYS_MODULE."""
+    mounts: list[dict[str, Any]] = [
+        {"name": "host-modules", "mountPath": f"{HOST_MOUNT}/lib/modules", "readOnly": True},
+        {"name": "fix-record", "mountPath": FIX_RECORD_DIR},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    if options.persist:
+        mounts.insert(
+            1, {"name": "host-modules-load", "mountPath": f"{HOST_MOUNT}/etc/modules-load.d"}
+        )
+    return {
+        "name": INIT_CONTAINER_NAME,
+        "image": options.image,
+        "imagePullPolicy": options.image_pull_policy,
+        "command": ["meshready"],
+        "args": init_args(options),
+        "resources": {
+            "requests": {"cpu": "10m", "memory": "48Mi"},
+            "limits": {"cpu": "250m", "memory": "128Mi"},
+        },
+        "securityContext": _security_context(["SYS_MODULE"]),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
 def daemonset_object(options: ManifestOptions) -> dict[str, Any]:
-    capabilities = ["SYS_MODULE"]
+    capabilities: list[str] = []  # SYS_MODULE only in the init container
     if options.probe_mode != "off":
         capabilities += ["NET_ADMIN", "NET_RAW"]
     mounts: list[dict[str, Any]] = [
         {"name": "host-modules", "mountPath": f"{HOST_MOUNT}/lib/modules", "readOnly": True},
         {"name": "run", "mountPath": "/run"},
+        {"name": "fix-record", "mountPath": FIX_RECORD_DIR, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
     volumes: list[dict[str, Any]] = [
         {"name": "host-modules", "hostPath": {"path": "/lib/modules", "type": "Directory"}},
         {"name": "run", "emptyDir": {"medium": "Memory", "sizeLimit": "8Mi"}},
+        # the init container's record: memory, so a reboot forgets it with everything else
+        {"name": "fix-record", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}},
         {"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}},
     ]
     if options.persist:
+        # read-only for the agent (what loads at boot is part of the assessment); the init
+        # container writes it
         mounts.insert(
-            1, {"name": "host-modules-load", "mountPath": f"{HOST_MOUNT}/etc/modules-load.d"}
+            1,
+            {
+                "name": "host-modules-load",
+                "mountPath": f"{HOST_MOUNT}/etc/modules-load.d",
+                "readOnly": True,
+            },
         )
         volumes.insert(
             1,
@@ -231,15 +318,7 @@ def daemonset_object(options: ManifestOptions) -> dict[str, Any]:
             "requests": {"cpu": "10m", "memory": "48Mi"},
             "limits": {"cpu": "250m", "memory": "128Mi"},
         },
-        "securityContext": {
-            "privileged": False,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsUser": 0,
-            "runAsNonRoot": False,
-            "capabilities": {"drop": ["ALL"], "add": capabilities},
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": _security_context(capabilities),
         "volumeMounts": mounts,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
@@ -253,8 +332,8 @@ def daemonset_object(options: ManifestOptions) -> dict[str, Any]:
             "selector": {"matchLabels": dict(SELECTOR_LABELS)},
             "updateStrategy": {
                 "type": "RollingUpdate",
-                # Thousands of nodes: a tenth at a time; the readiness probe (node ready) holds a
-                # rollout whose new agents cannot make nodes ready.
+                # Thousands of nodes: a tenth at a time; the readiness probe (the agent runs and
+                # has published) holds a rollout whose new agents crash or cannot report.
                 "rollingUpdate": {"maxUnavailable": "10%"},
             },
             "revisionHistoryLimit": 5,
@@ -276,6 +355,7 @@ def daemonset_object(options: ManifestOptions) -> dict[str, Any]:
                     "enableServiceLinks": False,
                     "terminationGracePeriodSeconds": 15,
                     "securityContext": {"seccompProfile": {"type": "RuntimeDefault"}},
+                    "initContainers": [init_container(options)],
                     "containers": [container],
                     "volumes": volumes,
                 },
@@ -321,8 +401,39 @@ def render_objects(options: ManifestOptions | None = None) -> list[dict[str, Any
             ],
         }
     )
+    objects.append(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": AGENT_NAME, "namespace": EVENTS_NAMESPACE, "labels": labels()},
+            "rules": role_rules(),
+        }
+    )
+    objects.append(
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": AGENT_NAME, "namespace": EVENTS_NAMESPACE, "labels": labels()},
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "Role",
+                "name": AGENT_NAME,
+            },
+            "subjects": [
+                {"kind": "ServiceAccount", "name": AGENT_NAME, "namespace": options.namespace}
+            ],
+        }
+    )
     objects.append(daemonset_object(options))
+    if options.admission_policy:
+        objects += admission_objects(options)
     return objects
+
+
+def admission_objects(options: ManifestOptions) -> list[dict[str, Any]]:
+    """The policy and its binding for OPTIONS (cluster.admission), for Kubernetes 1.30+."""
+    taint = options.taint_key
+    return list(policy_objects(options.namespace, taint, labels()))
 
 
 def to_yaml(objects: Sequence[Mapping[str, Any]]) -> str:
@@ -351,19 +462,56 @@ def kustomize_files(options: ManifestOptions | None = None) -> dict[str, str]:
     return files
 
 
+POLICY_DIR = "admission-policy"
+
+
+def policy_kustomize_files(options: ManifestOptions | None = None) -> dict[str, str]:
+    """A second base in ``admission-policy/``: the ValidatingAdmissionPolicy and its binding,
+    to add on Kubernetes 1.30+ (``resources: [deploy, deploy/admission-policy]``)."""
+    objects = admission_objects((options or ManifestOptions()).validated())
+    names = [str(obj["kind"]).lower() + ".yaml" for obj in objects]
+    files = {name: GENERATED_HEADER + _dump(obj) for name, obj in zip(names, objects, strict=True)}
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "resources": names,
+    }
+    files["kustomization.yaml"] = GENERATED_HEADER + _dump(kustomization)
+    return files
+
+
 def write_kustomize(directory: Path, options: ManifestOptions | None = None) -> list[Path]:
-    """Write the kustomize base into DIRECTORY; remove stale generated YAML files there."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = kustomize_files(options)
-    for old in directory.glob("*.yaml"):
-        if old.name not in files and old.read_text().startswith(GENERATED_HEADER):
-            old.unlink()
-    written = []
-    for name, text in files.items():
-        path = directory / name
-        path.write_text(text)
-        written.append(path)
+    """Write the kustomize base into DIRECTORY (and the admission policy's into its
+    admission-policy/); remove stale generated YAML files there."""
+    written: list[Path] = []
+    _write_files(directory, kustomize_files(options), written)
+    _write_files(directory / POLICY_DIR, policy_kustomize_files(options), written)
     return written
+
+
+def _write_files(directory: Path, files: Mapping[str, str], written: list[Path]) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        for old in directory.glob("*.yaml"):
+            if old.name not in files and _generated(old):
+                old.unlink()
+        for name, text in files.items():
+            path = directory / name
+            if os.path.lexists(path) and not is_regular(path):
+                raise InputError(str(path), "exists and is not a regular file: not overwritten")
+            path.write_text(text)
+            written.append(path)
+    except OSError as exc:
+        raise InputError("--output-dir", f"cannot write {directory}: {exc.strerror}") from None
+
+
+def _generated(path: Path) -> bool:
+    """PATH is a YAML file this function wrote (read boundedly: FIFOs and big files are not)."""
+    try:
+        head = read_bytes(path, cap=1024 * 1024)
+    except InputError:
+        return False
+    return head.startswith(GENERATED_HEADER.encode())
 
 
 def with_namespace(options: ManifestOptions, namespace: str) -> ManifestOptions:

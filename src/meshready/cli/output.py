@@ -18,7 +18,7 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -169,43 +169,33 @@ def has_placeholder(command: str) -> bool:
 
 def split_comment(command: str) -> tuple[str, str]:
     """(command, trailing comment without '#'): a `` # ...`` outside quotes ends the command."""
-    quote = ""
-    escaped = False
-    for i, ch in enumerate(command):
-        if escaped:
-            escaped = False
-            continue
-        if ch == "\\" and quote != "'":
-            escaped = True
-        elif quote:
-            if ch == quote:
-                quote = ""
-        elif ch in "'\"":
-            quote = ch
-        elif ch == "#" and (i == 0 or command[i - 1] in " \t"):
+    for i in _unquoted(command):
+        if command[i] == "#" and (i == 0 or command[i - 1] in " \t"):
             return command[:i].rstrip(), command[i + 1 :].strip()
     return command, ""
 
 
 def _break_points(command: str) -> list[int]:
     """Indexes of blanks outside quotes where sh would also split words."""
-    points = []
+    return [i for i in _unquoted(command) if command[i] == " " and i > 0 and command[i - 1] != " "]
+
+
+def _unquoted(command: str) -> Iterator[int]:
+    """Indexes of the characters sh reads outside quotes and not escaped by a backslash."""
     quote = ""
     escaped = False
     for i, ch in enumerate(command):
         if escaped:
             escaped = False
-            continue
-        if ch == "\\" and quote != "'":
+        elif ch == "\\" and quote != "'":
             escaped = True
         elif quote:
             if ch == quote:
                 quote = ""
         elif ch in "'\"":
             quote = ch
-        elif ch == " " and i > 0 and command[i - 1] != " ":
-            points.append(i)
-    return points
+        else:
+            yield i
 
 
 _HEREDOC = re.compile(r"<<(-?)\s*(['\"]?)([A-Za-z_][A-Za-z0-9_.]*)\2")

@@ -80,8 +80,8 @@ def _read_fd(fd: int, cap: int, where: str) -> bytes:
     while True:
         try:
             chunk = os.read(fd, min(CHUNK, cap + 1 - total))
-        except BlockingIOError:
-            raise InputError(where, "cannot read: no data without waiting") from None
+        except BlockingIOError as exc:
+            raise InputError(where, "cannot read: no data without waiting") from exc
         except OSError as exc:
             raise InputError(where, f"cannot read ({_why(exc)})") from exc
         if not chunk:
@@ -132,9 +132,7 @@ def read_text(
     try:
         return data.decode("utf-8", errors)
     except UnicodeDecodeError as exc:
-        raise InputError(
-            source or str(path), f"not a text file (not UTF-8: {exc.reason})"
-        ) from None
+        raise InputError(source or str(path), f"not a text file (not UTF-8: {exc.reason})") from exc
 
 
 def read_text_or_none(path: Path | str, *, cap: int = SMALL_CAP) -> str | None:
@@ -175,7 +173,7 @@ def decompress(data: bytes, *, kind: str | None, cap: int, source: str) -> bytes
         if kind == "zst":
             return _capped_zstd(data, cap, source)
     except (lzma.LZMAError, zlib.error, OSError, EOFError, ValueError) as exc:
-        raise InputError(source, f"bad {kind} data ({exc})") from None
+        raise InputError(source, f"bad {kind} data ({exc})") from exc
     raise ValueError(f"unknown compression {kind!r}")
 
 
@@ -235,10 +233,10 @@ def _capped_zstd(data: bytes, cap: int, source: str) -> bytes:
         return out
     try:
         zstandard = importlib.import_module("zstandard")
-    except ImportError:
+    except ImportError as exc:
         raise InputError(
             source, "zstd data: needs Python 3.14 or the zstandard package to decompress"
-        ) from None
+        ) from exc
     pieces: list[bytes] = []
     total = 0
     reader = zstandard.ZstdDecompressor().read_to_iter(io.BytesIO(data), write_size=CHUNK)

@@ -6,7 +6,13 @@ import tomllib
 import pytest
 import yaml
 
-from meshready.actions.bootstrap import OKE_DEFAULT_INIT, PROVIDERS, Source, render_bootstrap
+from meshready.actions.bootstrap import (
+    OKE_DEFAULT_INIT,
+    PROVIDERS,
+    BootstrapProvider,
+    Source,
+    render_bootstrap,
+)
 from meshready.actions.persist import PERSIST_PATH, persisted_modules, render_persist
 from meshready.cli.main import main
 from meshready.errors import ActionError
@@ -66,6 +72,16 @@ def test_headers_name_the_source(provider: str) -> None:
     assert "meshready" in text and "istio-sidecar" in text
     # modules-load is byte for byte what `meshready fix` writes, which names no kernel
     assert ("6.1.0-56-cloud-amd64" in text) is (provider != "modules-load")
+
+
+def test_providers_are_the_enum_in_cli_order() -> None:
+    assert PROVIDERS == ("oke", "cloud-init", "modules-load", "talos", "bottlerocket")
+    for provider in BootstrapProvider:
+        assert render_bootstrap(provider, MODULES, SOURCE) == render_bootstrap(
+            provider.value, MODULES, SOURCE
+        )
+    with pytest.raises(ValueError, match="unknown provider 'gke'"):
+        render_bootstrap("gke", MODULES, SOURCE)
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

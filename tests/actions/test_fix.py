@@ -11,6 +11,7 @@ from meshready.actions.fix import FixOptions, apply_fix, plan_fix
 from meshready.actions.persist import PERSIST_PATH, persisted_modules
 from meshready.assess.report import State
 from meshready.errors import ActionError, InputError
+from meshready.knowledge.requests import Backend
 from tests.actions.fakehost import FakeHost, FakeLoader
 
 ISTIO_61 = [
@@ -208,3 +209,29 @@ def test_nftables_profile(host: FakeHost) -> None:
     assert plan.load[0] == "nfnetlink"
     assert {"nf_tables", "nft_chain_nat", "nft_redir", "nft_ct"} <= set(plan.load)
     assert not any(m.startswith(("ip_tables", "xt_")) for m in plan.load)
+
+
+def test_plan_carries_the_backend_member_and_serialises_its_value(host: FakeHost) -> None:
+    plan = plan_fix(host.report(backend="nft"), host.root)
+    assert plan.backend is Backend.NFT
+    data = plan.to_dict()
+    assert data["backend"] == "nft" and type(data["backend"]) is str
+    assert plan.persist_content is not None
+    assert "backend nft" in plan.persist_content  # the header of the persisted file
+    unknown = dataclasses.replace(plan, backend=None)
+    assert unknown.to_dict()["backend"] == "?"
+
+
+def test_errors_keep_their_cause(host: FakeHost, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(InputError) as bad_name:
+        plan_fix(host.report(), host.root, FixOptions(allow=("ip_tables;reboot",)))
+    assert isinstance(bad_name.value.__cause__, ActionError)
+
+    def rofs(src: str, dst: str) -> None:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(persist.os, "replace", rofs)
+    with pytest.raises(ActionError) as failed:
+        apply_fix(plan_fix(host.report(), host.root), host.index, host.root, FakeLoader(host))
+    assert failed.value.__cause__ is not None
+    assert str(failed.value).count("nothing was persisted") == 1

@@ -13,11 +13,12 @@ from meshready.actions import kernel, loader
 from meshready.actions.kernel import (
     MODULE_INIT_COMPRESSED_FILE,
     explain,
-    kernel_guard,
     syscall_numbers,
     valid_module_name,
 )
 from meshready.actions.loader import (
+    LOADER_NAMES,
+    LoaderKind,
     ModprobeLoader,
     PythonLoader,
     choose_loader,
@@ -25,6 +26,7 @@ from meshready.actions.loader import (
     read_module_image,
 )
 from meshready.errors import ActionError, InputError
+from meshready.host.kernel_state import kernel_guard
 from meshready.host.modindex import ModuleIndex
 from tests.actions.fakehost import FakeHost
 
@@ -196,9 +198,16 @@ def test_python_loader_decompresses_when_kernel_cannot(
     assert len(calls.finit) == (1 if err == errno.EOPNOTSUPP else 2)
 
 
-def test_python_loader_eexist_is_fine(host: FakeHost, calls: Calls) -> None:
+@pytest.mark.parametrize("compressed", [False, True])
+def test_python_loader_eexist_is_fine(host: FakeHost, calls: Calls, compressed: bool) -> None:
+    """EEXIST: the module got loaded meanwhile (autoload raced us): done, no error, no retry."""
+    if compressed:
+        _compress(host, "xt_owner")
     calls.finit_errors = [errno.EEXIST]
-    PythonLoader("x86_64").load("xt_owner", host.index, host.root)
+    py = PythonLoader("x86_64")
+    py.load("xt_owner", host.index, host.root)
+    assert calls.finit == [MODULE_INIT_COMPRESSED_FILE if compressed else 0]
+    assert calls.init == [] and not py.used_init_module
 
 
 def test_python_loader_absent_file(host: FakeHost, calls: Calls) -> None:
@@ -274,7 +283,7 @@ def _modprobe(
 ) -> FakeRun:
     host.write("/usr/sbin/modprobe", "#!/bin/sh\n")
     run = FakeRun(host, code, stderr, loads)
-    monkeypatch.setattr(loader.subprocess, "run", run)
+    monkeypatch.setattr(subprocess, "run", run)
     return run
 
 
@@ -319,8 +328,16 @@ def test_choose_loader(host: FakeHost) -> None:
     host.write("/sbin/modprobe", "")
     assert isinstance(choose_loader("auto", host.root), ModprobeLoader)
     assert isinstance(choose_loader("python", host.root), PythonLoader)
-    with pytest.raises(InputError):
+    assert isinstance(choose_loader(LoaderKind.PYTHON, host.root), PythonLoader)
+    assert isinstance(choose_loader(LoaderKind.MODPROBE, host.root), ModprobeLoader)
+    with pytest.raises(InputError, match=r"unknown loader 'insmod' \(auto, modprobe or python\)"):
         choose_loader("insmod", host.root)
+
+
+def test_loader_names_are_the_kinds() -> None:
+    """``--loader`` choices, in this order, come from LoaderKind."""
+    assert LOADER_NAMES == ("auto", "modprobe", "python")
+    assert [LoaderKind(n) for n in LOADER_NAMES] == list(LoaderKind)
 
 
 def test_unload_not_loaded_is_fine(monkeypatch: pytest.MonkeyPatch, host: FakeHost) -> None:

@@ -7,7 +7,6 @@ import tempfile
 import pytest
 
 from meshready import __version__
-from meshready.actions import persist
 from meshready.actions.persist import (
     PERSIST_PATH,
     check_writable,
@@ -75,10 +74,10 @@ def test_failed_write_leaves_nothing(host: FakeHost, monkeypatch: pytest.MonkeyP
     def boom(src: str, dst: str) -> None:
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(persist.os, "replace", boom)
+    monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(ActionError, match="read-only file system"):
         write_persisted(host.root, content())
-    monkeypatch.setattr(persist.os, "replace", real_replace)
+    monkeypatch.setattr(os, "replace", real_replace)
     d = host.root.path("/etc/modules-load.d")
     assert list(d.iterdir()) == []  # the temporary file was removed
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
 from meshready.actions.probe import (
+    Mode,
     ProbeFailure,
+    ProbeResult,
+    RuleText,
     hide_nft,
     hide_xt,
     probe,
@@ -15,10 +19,13 @@ from meshready.actions.probe import (
     rule_texts,
     to_restore,
 )
+from meshready.actions.probe.result import ModeReport
+from meshready.actions.probe.rules import candidate_ports, uses_owner
 from meshready.actions.probe_targets import PROBE_TARGETS, derive_target, target_for
 from meshready.assess.plan import needs_from_options
 from meshready.errors import InputError
 from meshready.knowledge.profiles import PROFILES
+from meshready.knowledge.requests import Backend
 
 
 def test_every_profile_has_a_proxy_identity() -> None:
@@ -133,7 +140,7 @@ def test_hide_nft_refuses_blocks() -> None:
 def test_probe_rejects_unknown_mode() -> None:
     spec = needs_from_options("istio-sidecar", (), None)
     with pytest.raises(InputError):
-        probe(spec, mode="sideways")  # type: ignore[arg-type]
+        probe(spec, mode="sideways")
 
 
 def test_probe_without_redirect_says_so(tmp_path: Path) -> None:
@@ -141,3 +148,140 @@ def test_probe_without_redirect_says_so(tmp_path: Path) -> None:
     rules.write_text("*filter\n-A OUTPUT -p tcp --dport 25 -j DROP\nCOMMIT\n")
     result = probe(needs_from_options(None, (str(rules),), "legacy"))
     assert not result.ok and result.error is not None and "no REDIRECT" in result.error
+
+
+def _texts(tmp_path: Path, name: str, text: str, backend: str = "legacy") -> list[RuleText]:
+    path = tmp_path / name
+    path.write_text(text)
+    return rule_texts(needs_from_options(None, (str(path),), backend))
+
+
+def test_ports_come_from_the_parsed_rules_not_their_text(tmp_path: Path) -> None:
+    texts = _texts(
+        tmp_path,
+        "a.v4.rules",
+        "*nat\n"
+        '-A OUTPUT -p tcp -m comment --comment "-j REDIRECT --to-ports 9 --dport 7" -j RETURN\n'
+        "-A OUTPUT -p tcp ! --dport 53 -j REDIRECT --to-ports 15001\n"
+        "-A OUTPUT -p tcp -m multiport --dports 8443,9000:9100 -j REDIRECT --to-port 15002\n"
+        "-A OUTPUT -p tcp --dport 15001 -j RETURN\n"
+        "-A OUTPUT -p tcp --dport 3306 -m owner --uid-owner 999 -j RETURN\n"
+        "COMMIT\n",
+    )
+    assert redirect_ports(texts) == [15001, 15002]
+    # the negated rule names no capture port; 15001 is a redirect target; of a range, its start
+    assert candidate_ports(texts) == [8443, 9000, 3306]
+    assert uses_owner(texts)
+
+
+def test_nft_ports_and_owner_come_from_the_parsed_rules(tmp_path: Path) -> None:
+    texts = _texts(
+        tmp_path,
+        "b.nft",
+        "add table inet t\n"
+        "add chain inet t o { type nat hook output priority 0 ; }\n"
+        'add rule inet t o tcp dport != 53 comment "skuid 7 redirect to :9" redirect to :15001\n'
+        "add rule inet t o tcp dport { 80, 443 } redirect to :15002\n"
+        "add rule inet t o th dport 1000-2000 return\n",
+        "nftables",
+    )
+    assert redirect_ports(texts) == [15001, 15002]
+    assert candidate_ports(texts) == [80, 443, 1000]
+    assert not uses_owner(texts)  # "skuid" only in a comment
+
+
+def test_hide_nft_keeps_regular_chains_and_rules_as_they_are() -> None:
+    text = (
+        "add table ip t\n"
+        "add chain ip t c\n"
+        "add chain ip t b { type filter hook input priority 0 ; policy accept ; } ;\n"
+        "add rule ip t c tcp dport { 80, 443 } accept\n"
+    )
+    out, tables = hide_nft(text, "p")
+    assert tables == [("ip", "p-t")]
+    assert out.splitlines() == [
+        "add table ip p-t",
+        "add chain ip p-t c",
+        "add chain ip p-t b",
+        "add rule ip p-t c tcp dport { 80, 443 } accept",
+    ]
+
+
+def test_hide_xt_renames_by_every_command_spelling() -> None:
+    text = (
+        "*nat\n:MESH - [0:0]\n--new-chain OTHER\n--append OUTPUT --jump MESH\n"
+        "--insert MESH 1 --goto OTHER\n--policy OUTPUT ACCEPT\n--flush MESH\nCOMMIT\n"
+    )
+    out, created = hide_xt(text, "MRPabcd")
+    # OUTPUT too: the rules appended to it go to an unhooked copy
+    assert created == {"nat": ["MRPabcd_MESH", "MRPabcd_OTHER", "MRPabcd_OUTPUT"]}
+    assert out.splitlines() == [
+        "*nat",
+        ":MRPabcd_MESH - [0:0]",
+        ":MRPabcd_OTHER - [0:0]",
+        ":MRPabcd_OUTPUT - [0:0]",
+        "--append MRPabcd_OUTPUT --jump MRPabcd_MESH",
+        "--insert MRPabcd_MESH 1 --goto MRPabcd_OTHER",
+        "COMMIT",
+    ]
+
+
+def test_the_mode_report_crosses_the_pipe_unchanged() -> None:
+    report = ModeReport(
+        applied=["a.rules"],
+        steps=["s"],
+        notes=["n"],
+        redirected=True,
+        proxy_bypassed=None,
+        original_dst="192.0.2.2:8080",
+        redirect_port=15001,
+    )
+    assert ModeReport.from_json(json.loads(report.to_json())) == report
+    assert ModeReport.from_json({"redirected": "yes", "applied": "a"}) == ModeReport()
+
+
+def test_result_json_keys_values_and_order() -> None:
+    result = ProbeResult(
+        ok=True,
+        redirected=True,
+        proxy_bypassed=True,
+        backend=Backend.NFTABLES,
+        duration_s=0.12345,
+        detail="d",
+        mode=Mode.INPLACE,
+        applied=("x",),
+        redirect_port=15001,
+        proxy="uid 1337",
+    )
+    data = result.to_dict()
+    assert list(data) == [
+        "ok",
+        "redirected",
+        "proxy_bypassed",
+        "backend",
+        "duration_s",
+        "detail",
+        "error",
+        "mode",
+        "applied",
+        "original_dst",
+        "redirect_port",
+        "proxy",
+        "steps",
+    ]
+    assert json.loads(json.dumps(data)) == {
+        "ok": True,
+        "redirected": True,
+        "proxy_bypassed": True,
+        "backend": "nftables",
+        "duration_s": 0.123,
+        "detail": "d",
+        "error": None,
+        "mode": "inplace",
+        "applied": ["x"],
+        "original_dst": None,
+        "redirect_port": 15001,
+        "proxy": "uid 1337",
+        "steps": [],
+    }
+    assert type(data["backend"]) is str and type(data["mode"]) is str

@@ -19,6 +19,7 @@ from meshready.diagnose.families.common import step_of
 from meshready.diagnose.kinds import Errno, Kind, LineView, Signal, Step
 from meshready.diagnose.readers import read_lines
 from meshready.diagnose.signals import extract
+from meshready.knowledge.requests import Backend, Family
 
 
 def view(text: str, command: str | None = None, index: int = 0) -> LineView:
@@ -64,7 +65,7 @@ def test_libiptc_table_missing_and_core_missing() -> None:
     (s,) = libiptc.extract(
         view("iptables-restore v1.8.9 (legacy): unable to initialize table 'raw'")
     )
-    assert (s.kind, s.table, s.family) == (Kind.TABLE_MISSING, "raw", "ipv4")
+    assert (s.kind, s.table, s.family) == (Kind.TABLE_MISSING, "raw", Family.IPV4)
     (s,) = libiptc.extract(
         view(
             "iptables-save v1.8.4 (legacy): Cannot initialize: iptables who? "
@@ -99,7 +100,7 @@ def test_libiptc_ipv6_disabled() -> None:
             "not supported by protocol"
         )
     )
-    assert (s.kind, s.errno, s.family) == (Kind.IPV6_DISABLED, Errno.EAFNOSUPPORT, "ipv6")
+    assert (s.kind, s.errno, s.family) == (Kind.IPV6_DISABLED, Errno.EAFNOSUPPORT, Family.IPV6)
 
 
 def test_libiptc_chain_or_extension() -> None:
@@ -344,7 +345,7 @@ def test_context_backend_and_kernel() -> None:
         view("iptables-restore v1.8.7 (nf_tables): x /lib/modules/6.1.0-13-amd64")
     )
     assert {(s.kind, s.backend or s.name) for s in sigs} == {
-        (Kind.BACKEND, "nft"),
+        (Kind.BACKEND, Backend.NFT),
         (Kind.KERNEL, "6.1.0-13-amd64"),
     }
 

@@ -12,6 +12,7 @@ import pytest
 from meshready.diagnose import fixes
 from meshready.diagnose.engine import diagnose_text
 from meshready.diagnose.model import Command, DiagnoseContext, Where
+from meshready.knowledge.requests import Backend
 
 from .conftest import LOGS, read_log
 
@@ -66,7 +67,7 @@ def test_command_shape(where: str, cmd: Command) -> None:
 
 def test_long_module_lists_continue_at_word_boundaries() -> None:
     mods = tuple(f"xt_module_{i}" for i in range(20))
-    fix = fixes.load_modules(mods, "legacy", "istio-sidecar", selinux=False)
+    fix = fixes.load_modules(mods, Backend.LEGACY, "istio-sidecar", selinux=False)
     modprobe = fix.steps[0].run
     assert " \\\n    " in modprobe
     assert modprobe.replace(" \\\n    ", " ").split() == ["sudo", "modprobe", "-a", *mods]

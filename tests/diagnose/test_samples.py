@@ -188,7 +188,7 @@ def test_founding_log(founding_log: str) -> None:
     assert finding.fix.modules_load_conf is not None
     assert finding.fix.modules_load_conf.startswith("ip_tables\niptable_nat\n")
     assert any("modprobe -a ip_tables iptable_nat" in c for c in finding.fix.commands)
-    assert diagnosis.backend == "legacy"
+    assert diagnosis.backend is Backend.LEGACY
 
 
 def test_founding_log_with_container_lists_every_module_of_the_sidecar(founding_log: str) -> None:
@@ -232,7 +232,7 @@ def test_native_nft_expression_from_the_underline() -> None:
     diagnosis = diagnose_text(log, "x")
     assert diagnosis.findings[0].cause == "nftables-unavailable"
     assert diagnosis.findings[0].modules[0] == "nft_redir"
-    assert diagnosis.backend == "nftables"
+    assert diagnosis.backend is Backend.NFTABLES
 
 
 def test_backend_hint_overrides() -> None:

@@ -80,4 +80,4 @@ def test_kernel_only_forgets_loaded_modules_but_keeps_built_ins(tmp_path: Path) 
         (root.sys / "module" / name).mkdir()
     facts = gather_live(root).kernel_only()
     assert facts.loaded is None
-    assert facts.sysfs_modules == {"nf_conntrack"}
+    assert facts.sysfs_modules == frozenset({"nf_conntrack"})

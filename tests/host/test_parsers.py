@@ -154,6 +154,6 @@ def test_parsers_fail_only_with_input_errors(text: str) -> None:
         parse_config,
     ):
         try:
-            parse(text, "fuzz")  # type: ignore[operator]
+            parse(text, "fuzz")
         except InputError as exc:
             assert exc.source == "fuzz"

@@ -5,15 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from meshready.actions.probe import (
-    APP_ADDR,
-    VETH_SETUP,
-    ProbeResult,
-    _check_connections,
-    _listen,
-    probe,
-    rule_texts,
-)
+from meshready.actions.probe import ProbeResult, probe, rule_texts
+from meshready.actions.probe.connect import check_connections, listen
+from meshready.actions.probe.netns import APP_ADDR, VETH_SETUP
 from meshready.actions.probe_targets import PROBE_TARGETS
 from meshready.assess.plan import needs_from_options
 from meshready.knowledge.profiles import PROFILES
@@ -42,8 +36,8 @@ def _pod_traffic_redirected(profile: str) -> bool:
     apply(["ip", "-batch", "-"], VETH_SETUP.replace("link set lo up\n", ""))
     port = 4140 if profile == "linkerd" else 15001
     target = PROBE_TARGETS[profile]
-    with _listen(port) as listener:
-        check = _check_connections(
+    with listen(port) as listener:
+        check = check_connections(
             {port: listener}, [(APP_ADDR, 8080)], target, (4242, 4242), timeout=5
         )
     return check.redirected and check.proxy_bypassed is True

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from meshready.actions import probe as probe_mod
 from meshready.actions.probe import probe
 from meshready.assess.plan import needs_from_options
 from tests.netns.nsutil import children_of, descendants_of, snapshot
@@ -146,7 +145,7 @@ def test_timeout_kills_everything(monkeypatch: pytest.MonkeyPatch) -> None:
             started.append(pid)
         return pid
 
-    monkeypatch.setattr(probe_mod.os, "fork", fork)
+    monkeypatch.setattr(os, "fork", fork)
     children = children_of(os.getpid())
     result = probe(needs_from_options("istio-sidecar", (), "legacy"), timeout=0.05)
     assert not result.ok and result.error is not None and "did not finish" in result.error

@@ -18,6 +18,7 @@ from __future__ import annotations
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 from meshready import __version__
 from meshready.actions.kernel import valid_module_name
@@ -147,19 +148,31 @@ def render_bottlerocket(modules: Sequence[str], source: Source) -> str:
     return "\n".join(lines) + "\n"
 
 
-RENDERERS: dict[str, Callable[[Sequence[str], Source], str]] = {
-    "oke": render_oke,
-    "cloud-init": render_cloud_init,
-    "modules-load": render_modules_load,
-    "talos": render_talos,
-    "bottlerocket": render_bottlerocket,
+class BootstrapProvider(StrEnum):
+    """What ``meshready render bootstrap --provider`` writes for (the module docstring says how)."""
+
+    OKE = "oke"
+    CLOUD_INIT = "cloud-init"
+    MODULES_LOAD = "modules-load"
+    TALOS = "talos"
+    BOTTLEROCKET = "bottlerocket"
+
+
+RENDERERS: dict[BootstrapProvider, Callable[[Sequence[str], Source], str]] = {
+    BootstrapProvider.OKE: render_oke,
+    BootstrapProvider.CLOUD_INIT: render_cloud_init,
+    BootstrapProvider.MODULES_LOAD: render_modules_load,
+    BootstrapProvider.TALOS: render_talos,
+    BootstrapProvider.BOTTLEROCKET: render_bottlerocket,
 }
-PROVIDERS: tuple[str, ...] = tuple(RENDERERS)
+PROVIDERS: tuple[str, ...] = tuple(provider.value for provider in BootstrapProvider)
 
 
-def render_bootstrap(provider: str, modules: Sequence[str], source: Source) -> str:
+def render_bootstrap(
+    provider: BootstrapProvider | str, modules: Sequence[str], source: Source
+) -> str:
     try:
-        renderer = RENDERERS[provider]
-    except KeyError:
-        raise ValueError(f"unknown provider {provider!r}") from None
-    return renderer(modules, source)
+        known = BootstrapProvider(provider)
+    except ValueError as exc:
+        raise ValueError(f"unknown provider {provider!r}") from exc
+    return RENDERERS[known](modules, source)

@@ -37,12 +37,13 @@ from meshready.actions.persist import (
 )
 from meshready.assess.assess import assess
 from meshready.assess.plan import NeedsSpec
-from meshready.assess.report import Report, State
+from meshready.assess.report import Report, State, backend_name
 from meshready.assess.resolve import close_over
 from meshready.errors import ActionError, InputError, MeshreadyError
 from meshready.host.facts import HostFacts, gather_live
 from meshready.host.modindex import ModuleIndex, load_index
 from meshready.host.root import HostRoot
+from meshready.knowledge.requests import Backend
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ class FixOptions:
 class FixPlan:
     release: str | None
     profile: str | None
-    backend: str
+    backend: Backend | None
     load: tuple[str, ...]  # modules to load, dependencies first
     present: tuple[str, ...]  # needed and already loaded or built in
     allowed: frozenset[str]  # every name this plan may load
@@ -77,6 +78,7 @@ class FixPlan:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["backend"] = backend_name(self.backend)
         data["allowed"] = sorted(self.allowed)
         return data
 
@@ -160,7 +162,7 @@ def plan_fix(
             try:
                 name = valid_module_name(raw)
             except ActionError as exc:
-                raise InputError("--allow", exc.one_line()) from None
+                raise InputError("--allow", exc.one_line()) from exc
             if not index.has(name) and name not in index.builtin:
                 raise InputError(
                     "--allow", f"{name}: no such module in this kernel's tree ({index.directory})"
@@ -226,7 +228,10 @@ def plan_fix(
     action: PersistAction = "none"
     if options.persist and persist_modules:
         content = render_persist(
-            persist_modules, profile=report.profile, backend=report.backend, rules=report.rules
+            persist_modules,
+            profile=report.profile,
+            backend=None if report.backend is None else report.backend.value,
+            rules=report.rules,
         )
         action = persist_action(root, content)
         if action in ("create", "update"):
@@ -292,7 +297,7 @@ def apply_fix(plan: FixPlan, index: ModuleIndex, root: HostRoot, loader: Loader)
             action = write_persisted(root, plan.persist_content).action
     except MeshreadyError as exc:
         undo = rollback(plan.load, before, root, loader)
-        raise ActionError(f"{exc.one_line()}; nothing was persisted; {undo}") from None
+        raise ActionError(f"{exc.one_line()}; nothing was persisted; {undo}") from exc
     return FixResult(
         loaded=tuple(loaded),
         already_present=tuple(dict.fromkeys(already)),

@@ -1,8 +1,9 @@
-"""What the running kernel says about loading modules: the reads and the three module syscalls.
+"""The three module syscalls, and what the kernel means when it refuses one.
 
-Reads go through :class:`HostRoot` (``/proc`` and ``/sys`` are the running kernel's, from a pod too).
-The syscalls are made through ctypes with the numbers of each architecture's syscall table
-(``arch/x86/entry/syscalls/syscall_64.tbl``, ``include/uapi/asm-generic/unistd.h`` for arm64).
+What the kernel says about its state (loaded modules, modules_disabled, lockdown, sig_enforce) is
+read by ``meshready.host.kernel_state``. The syscalls are made through ctypes with the numbers of
+each architecture's syscall table (``arch/x86/entry/syscalls/syscall_64.tbl``,
+``include/uapi/asm-generic/unistd.h`` for arm64).
 """
 
 from __future__ import annotations
@@ -10,16 +11,16 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
-import re
-from dataclasses import dataclass
-from functools import cache
 
-from meshready.boundedio import SMALL_CAP, read_text_or_none
+from meshready.actions.libc import libc
 from meshready.errors import ActionError
-from meshready.host.root import HostRoot
 
-# module names as the kernel and kmod write them; never a path, never an option
-MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# actions/fix.py still imports these two from here (explicit re-exports); the readers are host's
+from meshready.host.kernel_state import kernel_guard as kernel_guard
+from meshready.host.kernel_state import loaded_modules as loaded_modules
+from meshready.host.kernel_state import module_refcount
+from meshready.host.modindex import MODULE_NAME
+from meshready.host.root import HostRoot
 
 SYSCALLS: dict[str, dict[str, int]] = {
     "x86_64": {"finit_module": 313, "init_module": 175, "delete_module": 176},
@@ -44,18 +45,11 @@ def syscall_numbers(machine: str | None = None) -> dict[str, int]:
     arch = _MACHINE_ALIASES.get(arch, arch)
     try:
         return SYSCALLS[arch]
-    except KeyError:
+    except KeyError as exc:
         raise ActionError(
             f"the python loader knows the module syscalls of x86_64 and aarch64, not {arch} "
             "(use --loader modprobe)"
-        ) from None
-
-
-@cache
-def _libc() -> ctypes.CDLL:
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    return libc
+        ) from exc
 
 
 def _check(result: int) -> None:
@@ -67,7 +61,7 @@ def _check(result: int) -> None:
 def finit_module(fd: int, flags: int = 0) -> None:
     nr = syscall_numbers()["finit_module"]
     _check(
-        _libc().syscall(
+        libc().syscall(
             ctypes.c_long(nr), ctypes.c_int(fd), ctypes.c_char_p(b""), ctypes.c_int(flags)
         )
     )
@@ -76,77 +70,22 @@ def finit_module(fd: int, flags: int = 0) -> None:
 def init_module(image: bytes) -> None:
     nr = syscall_numbers()["init_module"]
     buf = ctypes.create_string_buffer(image, len(image))
-    _check(
-        _libc().syscall(ctypes.c_long(nr), buf, ctypes.c_ulong(len(image)), ctypes.c_char_p(b""))
-    )
+    _check(libc().syscall(ctypes.c_long(nr), buf, ctypes.c_ulong(len(image)), ctypes.c_char_p(b"")))
 
 
 def delete_module(name: str) -> None:
     nr = syscall_numbers()["delete_module"]
     _check(
-        _libc().syscall(
-            ctypes.c_long(nr), ctypes.c_char_p(name.encode()), ctypes.c_uint(O_NONBLOCK)
-        )
+        libc().syscall(ctypes.c_long(nr), ctypes.c_char_p(name.encode()), ctypes.c_uint(O_NONBLOCK))
     )
 
 
 # --------------------------------------------------------------------------- reads
 
 
-def _read(root: HostRoot, host_path: str) -> str | None:
-    return read_text_or_none(root.path(host_path), cap=4 * SMALL_CAP)
-
-
-def loaded_modules(root: HostRoot) -> frozenset[str] | None:
-    """Names in /proc/modules (None when the kernel has no module support or it is unreadable)."""
-    text = _read(root, "/proc/modules")
-    if text is None:
-        return None
-    return frozenset(
-        line.split()[0].replace("-", "_") for line in text.splitlines() if line.strip()
-    )
-
-
 def refcount(module: str, root: HostRoot) -> int | None:
-    text = _read(root, f"/sys/module/{valid_module_name(module)}/refcnt")
-    try:
-        return int(text.strip()) if text is not None else None
-    except ValueError:
-        return None
-
-
-@dataclass(frozen=True)
-class KernelGuard:
-    """Kernel settings that decide whether modules can be loaded at all, and which."""
-
-    modules_disabled: bool | None  # /proc/sys/kernel/modules_disabled
-    lockdown: str | None  # "none", "integrity", "confidentiality"; None: unknown (no securityfs)
-    sig_enforce: bool | None  # /sys/module/module/parameters/sig_enforce
-
-    @property
-    def needs_signed(self) -> bool:
-        """True when the kernel refuses modules without a valid signature."""
-        return bool(self.sig_enforce) or self.lockdown in ("integrity", "confidentiality")
-
-    def why_signed(self) -> str:
-        if self.lockdown in ("integrity", "confidentiality"):
-            return f"kernel lockdown ({self.lockdown})"
-        return "module signature enforcement (module.sig_enforce)"
-
-
-def kernel_guard(root: HostRoot) -> KernelGuard:
-    disabled = _read(root, "/proc/sys/kernel/modules_disabled")
-    lockdown_text = _read(root, "/sys/kernel/security/lockdown")
-    lockdown = None
-    if lockdown_text is not None:
-        match = re.search(r"\[(\w+)\]", lockdown_text)
-        lockdown = match.group(1) if match else None
-    enforce = _read(root, "/sys/module/module/parameters/sig_enforce")
-    return KernelGuard(
-        modules_disabled=(disabled.strip() == "1") if disabled is not None else None,
-        lockdown=lockdown,
-        sig_enforce=(enforce.strip() in ("Y", "1")) if enforce is not None else None,
-    )
+    """How many users hold ``module`` (a module name, checked: it becomes a /sys path)."""
+    return module_refcount(root, valid_module_name(module))
 
 
 def has_signature(image: bytes) -> bool:

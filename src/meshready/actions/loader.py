@@ -21,8 +21,8 @@ import shutil
 import subprocess
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path, PurePosixPath
-from typing import Literal
 
 from meshready.actions.kernel import (
     MODULE_INIT_COMPRESSED_FILE,
@@ -30,17 +30,25 @@ from meshready.actions.kernel import (
     explain,
     finit_module,
     init_module,
-    loaded_modules,
     syscall_numbers,
     valid_module_name,
 )
 from meshready.boundedio import MiB, decompress, open_regular, read_bytes
 from meshready.errors import ActionError, InputError
+from meshready.host.kernel_state import loaded_modules
 from meshready.host.modindex import MODULE_SUFFIXES, ModuleIndex, module_name_from_path
 from meshready.host.root import HostRoot
 
-LoaderName = Literal["auto", "modprobe", "python"]
-LOADER_NAMES: tuple[str, ...] = ("auto", "modprobe", "python")
+
+class LoaderKind(StrEnum):
+    """Which loader loads: chosen on the command line (``--loader``) and by the agent."""
+
+    AUTO = "auto"  # the host's modprobe when it has one, else the Python loader
+    MODPROBE = "modprobe"
+    PYTHON = "python"
+
+
+LOADER_NAMES: tuple[str, ...] = tuple(kind.value for kind in LoaderKind)
 
 MODPROBE_PATHS = ("/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe")
 _CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C"}
@@ -102,14 +110,14 @@ def read_module_image(path: Path) -> bytes:
     try:
         data = read_bytes(path, cap=MODULE_CAP)
     except InputError as exc:
-        raise ActionError(f"cannot read module file {exc.one_line()}") from None
+        raise ActionError(f"cannot read module file {exc.one_line()}") from exc
     kind = compression_of(path)
     if kind == "zst" and not _zstd_in_python():
         return _unzstd_binary(path)
     try:
         return decompress(data, kind=kind, cap=MODULE_CAP, source=str(path))
     except InputError as exc:
-        raise ActionError(f"cannot decompress {path}: {exc.message}") from None
+        raise ActionError(f"cannot decompress {path}: {exc.message}") from exc
 
 
 def _zstd_in_python() -> bool:
@@ -136,9 +144,9 @@ def _unzstd_binary(path: Path) -> bytes:
             raise ActionError(f"cannot decompress {path}: more than {MODULE_CAP // MiB} MiB")
         try:
             code = proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             proc.kill()
-            raise ActionError(f"cannot decompress {path}: zstd did not finish") from None
+            raise ActionError(f"cannot decompress {path}: zstd did not finish") from exc
     if code != 0:
         raise ActionError(f"cannot decompress {path}: zstd exit {code}")
     return data
@@ -165,7 +173,7 @@ class Loader(ABC):
         except OSError as exc:
             if exc.errno == errno.ENOENT:
                 return  # not loaded
-            raise ActionError(f"cannot unload {name}: {exc.strerror}") from None
+            raise ActionError(f"cannot unload {name}: {exc.strerror}") from exc
 
     def describe(self) -> str:
         return self.name
@@ -197,7 +205,7 @@ class PythonLoader(Loader):
         try:
             fd = open_regular(path)  # a FIFO or device in the tree must not block or be loaded
         except InputError as exc:
-            raise ActionError(f"cannot load {name}: {exc.one_line()}") from None
+            raise ActionError(f"cannot load {name}: {exc.one_line()}") from exc
         try:
             if compression_of(path) is None:
                 self._call(name, path, root, lambda: finit_module(fd, 0))
@@ -211,7 +219,7 @@ class PythonLoader(Loader):
                     if exc.errno == errno.EEXIST:
                         return
                     if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
-                        raise ActionError(explain(name, exc.errno or 0, root, str(path))) from None
+                        raise ActionError(explain(name, exc.errno or 0, root, str(path))) from exc
                     if exc.errno == errno.EOPNOTSUPP:
                         self.kernel_decompress = False
             image = read_module_image(path)
@@ -227,7 +235,7 @@ class PythonLoader(Loader):
         except OSError as exc:
             if exc.errno == errno.EEXIST:
                 return
-            raise ActionError(explain(name, exc.errno or 0, root, str(path))) from None
+            raise ActionError(explain(name, exc.errno or 0, root, str(path))) from exc
 
 
 # modprobe prints strerror(); map the texts back to errno values
@@ -319,10 +327,10 @@ class ModprobeLoader(Loader):
                 timeout=120,
                 check=False,
             )
-        except subprocess.TimeoutExpired:
-            raise ActionError(f"cannot load {name}: modprobe did not finish in 120 s") from None
+        except subprocess.TimeoutExpired as exc:
+            raise ActionError(f"cannot load {name}: modprobe did not finish in 120 s") from exc
         except OSError as exc:
-            raise ActionError(f"cannot run {self.describe()}: {exc.strerror}") from None
+            raise ActionError(f"cannot run {self.describe()}: {exc.strerror}") from exc
         if proc.returncode != 0:
             raise ActionError(self._explain_failure(name, proc.returncode, proc.stderr, root))
         if name not in (loaded_modules(root) or frozenset()):
@@ -348,14 +356,16 @@ class ModprobeLoader(Loader):
         return f"cannot load {name}: modprobe exit {code}: {last}"
 
 
-def choose_loader(name: str, root: HostRoot) -> Loader:
+def choose_loader(kind: LoaderKind | str, root: HostRoot) -> Loader:
     """``auto``: the host's modprobe when it has one, else the Python loader."""
-    if name == "python":
+    try:
+        kind = LoaderKind(kind)
+    except ValueError as exc:
+        raise InputError("--loader", f"unknown loader {kind!r} (auto, modprobe or python)") from exc
+    if kind is LoaderKind.PYTHON:
         return PythonLoader()
-    if name == "modprobe":
+    if kind is LoaderKind.MODPROBE:
         return ModprobeLoader(root)
-    if name == "auto":
-        if find_modprobe(root) is not None:
-            return ModprobeLoader(root)
-        return PythonLoader()
-    raise InputError("--loader", f"unknown loader {name!r} (auto, modprobe or python)")
+    if find_modprobe(root) is not None:
+        return ModprobeLoader(root)
+    return PythonLoader()

@@ -87,11 +87,11 @@ def read_persisted(root: HostRoot) -> str | None:
     try:
         fd = open_regular(path, PERSIST_PATH)
     except InputError as exc:
-        raise ActionError(f"cannot read {exc.one_line()}") from None
+        raise ActionError(f"cannot read {exc.one_line()}") from exc
     try:
         data = os.read(fd, SMALL_CAP + 1)
     except OSError as exc:
-        raise ActionError(f"cannot read {PERSIST_PATH}: {exc.strerror}") from None
+        raise ActionError(f"cannot read {PERSIST_PATH}: {exc.strerror}") from exc
     finally:
         os.close(fd)
     if len(data) > SMALL_CAP:
@@ -142,7 +142,7 @@ def check_writable(root: HostRoot) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=".meshready-check.", dir=probe_dir)
     except OSError as exc:
-        raise _error(PERSIST_PATH, exc) from None
+        raise _error(PERSIST_PATH, exc) from exc
     os.close(fd)
     with contextlib.suppress(OSError):
         os.unlink(tmp)
@@ -200,7 +200,7 @@ def write_persisted(root: HostRoot, content: str) -> PersistResult:
         finally:
             os.close(dir_fd)
     except OSError as exc:
-        raise _error(PERSIST_PATH, exc) from None
+        raise _error(PERSIST_PATH, exc) from exc
     finally:
         if tmp is not None:
             with contextlib.suppress(OSError):
@@ -229,6 +229,6 @@ def remove_persisted(root: HostRoot) -> bool:
         return False
     except OSError as exc:
         if exc.errno == errno.EROFS:
-            raise ActionError(f"cannot remove {PERSIST_PATH}: read-only file system") from None
-        raise ActionError(f"cannot remove {PERSIST_PATH}: {exc.strerror}") from None
+            raise ActionError(f"cannot remove {PERSIST_PATH}: read-only file system") from exc
+        raise ActionError(f"cannot remove {PERSIST_PATH}: {exc.strerror}") from exc
     return True

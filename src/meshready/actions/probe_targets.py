@@ -10,9 +10,22 @@ For ``--rules`` files without a profile, the identity is read from the rules the
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+
+from meshready.errors import InputError
+from meshready.rules.iptables_parser import parse_rule_line
+from meshready.rules.load import parse_rules_text
+from meshready.rules.model import (
+    NftRule,
+    NftRuleset,
+    PortRange,
+    Ruleset,
+    XtRule,
+    leading_id,
+    port_ranges,
+)
+from meshready.rules.nft_parser import parse_nft
 
 
 @dataclass(frozen=True)
@@ -49,29 +62,120 @@ PROBE_TARGETS: dict[str, ProbeTarget] = {
     "linkerd": ProbeTarget(proxy_uid=2102, proxy_gid=2102),
 }
 
-_XT_UID_RETURN = re.compile(r"(?<!! )--uid-owner\s+(\d+)\b[^\n]*-j\s+RETURN")
-_NFT_UID_RETURN = re.compile(r"(?<!!= )skuid\s+(\d+)\b[^\n]*\breturn\b")
 _CANDIDATE_PORTS = (8080, 80, 9080, 18080, 28080, 38080)
+_LAST_CANDIDATE = 48080
+# iptables options naming ports (iptables-extensions(8): tcp, udp, multiport, REDIRECT, TPROXY).
+_XT_PORT_OPTIONS = (
+    "--dport",
+    "--dports",
+    "--destination-port",
+    "--destination-ports",
+    "--sport",
+    "--sports",
+    "--source-port",
+    "--source-ports",
+    "--port",
+    "--ports",
+)
+_XT_TARGET_PORT_OPTIONS = ("--to-ports", "--to-port", "--on-port")
+
+_Rule = XtRule | NftRule
+
+
+def derive_target_from_rules(rulesets: Iterable[Ruleset]) -> ProbeTarget:
+    """A target for rules without a profile: the proxy uid of their first RETURN rule that matches
+    an owner uid (``-m owner --uid-owner N -j RETURN``, ``skuid N ... return``), and an app port
+    the rules name nowhere."""
+    return _derive([rule for ruleset in rulesets for rule in _in_order(ruleset)])
 
 
 def derive_target(texts: Iterable[str]) -> ProbeTarget:
-    """A target for rules without a profile: the proxy uid from their RETURN rules, a free port."""
-    all_text = "\n".join(texts)
-    uid = None
-    for line in all_text.splitlines():
-        match = _XT_UID_RETURN.search(line) or _NFT_UID_RETURN.search(line)
-        if match:
-            uid = int(match.group(1))
-            break
-    port = next(p for p in (*_CANDIDATE_PORTS, 48080) if not re.search(rf"\b{p}\b", all_text))
+    """:func:`derive_target_from_rules` for rules given as text: files (iptables-restore input,
+    ``iptables`` command lines, nft scripts) or lines on their own."""
+    return _derive([rule for text in texts for rule in _rules_of(text)])
+
+
+def _in_order(ruleset: Ruleset) -> list[_Rule]:
+    if isinstance(ruleset, NftRuleset):
+        return sorted(ruleset.rules, key=lambda r: r.line)
+    return sorted((r for table in ruleset.tables for r in table.rules), key=lambda r: r.line)
+
+
+def _rules_of(text: str) -> list[_Rule]:
+    try:
+        return _in_order(parse_rules_text(text, "rules"))
+    except InputError:
+        pass
+    # Not a whole file: each line that is a rule on its own counts.
+    rules: list[_Rule] = []
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        try:
+            rule = parse_rule_line(line, lineno=lineno)
+            rules.extend([rule] if rule is not None else parse_nft(line, "rules").rules)
+        except InputError:
+            continue
+    return rules
+
+
+def _proxy_uid(rule: _Rule) -> int | None:
+    if isinstance(rule, XtRule):
+        owner = rule.uid_owner
+        if owner is None or owner.negated or rule.jump != "RETURN":
+            return None
+        return leading_id(owner.value)
+    match = rule.skuid
+    # only a plain "skuid N": the proxy is one uid, and "skuid != N" names everyone else
+    if match is None or match.operator is not None or len(match.values) != 1:
+        return None
+    return leading_id(match.values[0]) if rule.verdict == "return" else None
+
+
+def _ports_named(rule: _Rule) -> set[int]:
+    values: list[str] = []
+    ranges: list[PortRange] = []
+    if isinstance(rule, XtRule):
+        for option in rule.options_named(*_XT_PORT_OPTIONS):
+            values.extend(option.values)
+        ports = {rule.redirect_port, rule.tproxy_port}
+        values.extend(v for name in _XT_TARGET_PORT_OPTIONS for v in rule.target_values(name))
+        for value in values:
+            ranges.extend(port_ranges(value, ":") + port_ranges(value, "-"))
+    else:
+        ports = {rule.redirect_port, rule.tproxy_port}
+        for match in rule.matches:
+            if match.key.endswith(("dport", "sport")):
+                for value in match.values:
+                    ranges.extend(port_ranges(value, "-"))
+    for span in ranges:
+        ports |= {span.first, span.last}
+    return {p for p in ports if p is not None}
+
+
+def _derive(rules: list[_Rule]) -> ProbeTarget:
+    uid = next((u for u in map(_proxy_uid, rules) if u is not None), None)
+    named = set().union(*map(_ports_named, rules)) if rules else set()
+    port = next(p for p in (*_CANDIDATE_PORTS, _LAST_CANDIDATE) if p not in named)
     app = 4242 if uid != 4242 else 4343
     return ProbeTarget(proxy_uid=uid, proxy_gid=uid, app_uid=app, app_gid=app, dport=port)
+
+
+def target_for_rules(
+    profile: str | None, rulesets: Iterable[Ruleset], proxy_uid: int | None = None
+) -> ProbeTarget:
+    """The target of ``profile``, else one derived from ``rulesets``; ``proxy_uid`` overrides."""
+    target = PROBE_TARGETS.get(profile or "") or derive_target_from_rules(rulesets)
+    return _with_uid(target, proxy_uid)
 
 
 def target_for(
     profile: str | None, texts: Iterable[str], proxy_uid: int | None = None
 ) -> ProbeTarget:
+    """:func:`target_for_rules` for rules given as text."""
     target = PROBE_TARGETS.get(profile or "") or derive_target(texts)
-    if proxy_uid is not None:
-        target = replace(target, proxy_uid=proxy_uid, proxy_gid=proxy_uid, proxy_mark=None)
-    return target
+    return _with_uid(target, proxy_uid)
+
+
+def _with_uid(target: ProbeTarget, proxy_uid: int | None) -> ProbeTarget:
+    if proxy_uid is None:
+        return target
+    return replace(target, proxy_uid=proxy_uid, proxy_gid=proxy_uid, proxy_mark=None)

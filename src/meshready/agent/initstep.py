@@ -112,7 +112,7 @@ def parse_record(text: str, source: str) -> FixRecord:
             skipped=skipped if isinstance(skipped, str) else None,
         )
     except (ValueError, RecursionError) as exc:
-        raise InputError(source, f"not a fix record ({exc})") from None
+        raise InputError(source, f"not a fix record ({exc})") from exc
 
 
 def write_record(path: Path, record: FixRecord) -> None:

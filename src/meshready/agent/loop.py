@@ -34,6 +34,7 @@ from meshready.agent.server import Health, HealthServer
 from meshready.agent.work import CheckResult, NodeWork
 from meshready.assess.report import State
 from meshready.boundedio import read_text_or_none
+from meshready.cluster.names import METRICS_PORT
 from meshready.cluster.published import Publication, check_node_name
 
 if TYPE_CHECKING:
@@ -57,7 +58,7 @@ class AgentConfig:
     once: bool = False
     once_timeout: float = 30.0  # --once: how long to keep trying to publish
     watch: bool = True
-    metrics_addr: tuple[str, int] | None = ("0.0.0.0", 9808)
+    metrics_addr: tuple[str, int] | None = ("0.0.0.0", METRICS_PORT)
     boot_id_file: Path | None = Path("/proc/sys/kernel/random/boot_id")
     retry_base: float = 0.5
     retry_cap: float = 60.0
@@ -145,7 +146,7 @@ class PublishWorker:
     def _run(self) -> None:
         try:
             self.publisher = self.factory()
-        except BaseException as exc:
+        except BaseException as exc:  # any: kept in `fatal`, raised again by the main thread
             self.fatal = exc
             log.error("cannot publish: %s", exc)
             self.on_fatal(exc)
@@ -175,7 +176,7 @@ class PublishWorker:
             assert pub is not None
             try:
                 outcome = publisher.sync(pub)
-            except Exception as exc:
+            except Exception as exc:  # any: the publisher thread must outlive a bug, and retry
                 if not is_api_failure(exc):
                     log.exception("publishing failed unexpectedly")
                 self.metrics.api_errors.labels(operation="publish").inc()
@@ -265,7 +266,7 @@ class BootWatcher:
                         self.boot_id = boot
                         self.on_boot(boot)
                     self.boot_id = boot
-            except Exception as exc:
+            except Exception as exc:  # any: a bug must not end the watch for the agent's life
                 if self.stop.is_set():
                     return
                 self.metrics.api_errors.labels(operation="watch").inc()
@@ -507,5 +508,5 @@ class Agent:
             self.worker.wake()
             self.worker.join(2.0)
         if self.server is not None:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(OSError):  # closing its socket; the process is ending
                 self.server.close()

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol, cast, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from meshready.actions.fix import FixOptions, apply_fix, assess_live, plan_fix
 from meshready.actions.loader import Loader, choose_loader
@@ -35,9 +35,6 @@ from meshready.host.facts import HostFacts
 from meshready.host.root import HostRoot
 
 log = logging.getLogger("meshready.agent")
-
-LOADERS = ("auto", "modprobe", "python", "none")
-PROBE_MODES = ("inplace", "netns", "off")
 
 
 @dataclass(frozen=True)
@@ -121,8 +118,7 @@ class ActionsProber:
 
         started = time.monotonic()
         try:
-            mode = cast(Literal["netns", "inplace"], self.mode)
-            result = probe(self.spec, self.spec.backend, mode=mode)
+            result = probe(self.spec, self.spec.backend, mode=self.mode)
         except MeshreadyError as exc:
             return ProbeSummary(
                 mode=self.mode,

@@ -113,7 +113,7 @@ def assess(
     report = Report(
         ready=ready,
         summary=_summary(ready, modules, unresolved),
-        backend=backend.value,
+        backend=backend,
         profile=profile,
         rules=rules,
         kernel=KernelInfo(

@@ -32,7 +32,7 @@ def iptables_assumption(
         try:
             version = str(parse_version(given))
         except ValueError as exc:
-            raise InputError("--iptables-version", str(exc)) from None
+            raise InputError("--iptables-version", str(exc)) from exc
         source = "--iptables-version"
     elif profile is not None and profile.iptables_version is not None:
         version = profile.iptables_version
@@ -50,10 +50,11 @@ def iptables_assumption(
 def needs_from_options(
     profile: str | None,
     rules: tuple[str, ...],
-    backend: str | None,
+    backend: Backend | str | None,
     iptables_version: str | None = None,
 ) -> NeedsSpec:
     """Rules from ``--rules`` files, else from ``--profile`` (default: the Istio sidecar).
+    ``backend`` overrides the default one (a member, or its value as some callers still pass it);
     ``iptables_version`` overrides the profile's (the mesh image's) iptables version."""
     chosen_backend = Backend(backend) if backend else None
     if rules and profile:

@@ -9,7 +9,14 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from meshready.knowledge.requests import Backend
+
 SCHEMA = "meshready.io/report/v1"
+
+
+def backend_name(backend: Backend | None) -> str:
+    """A backend as printed and in JSON (a string in every schema): "?" when it is not known."""
+    return "?" if backend is None else backend.value
 
 
 class State(StrEnum):
@@ -74,7 +81,7 @@ class KernelInfo:
 class Report:
     ready: bool
     summary: str
-    backend: str
+    backend: Backend | None  # None: not known (a report an agent published without one)
     profile: str | None
     rules: tuple[str, ...]
     kernel: KernelInfo
@@ -99,6 +106,8 @@ class Report:
         data = {
             "schema": SCHEMA,
             **data,
+            "backend": backend_name(self.backend),
+            "modules": [{**m, "state": m["state"].value} for m in data["modules"]],
             "missing": list(self.missing),
             "recommended": list(self.recommended),
         }

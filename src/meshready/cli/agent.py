@@ -10,17 +10,25 @@ from typing import Any
 
 import click
 
+from meshready.actions.loader import LOADER_NAMES
+from meshready.actions.probe import Mode
 from meshready.assess.plan import needs_from_options
 from meshready.cli.kube import kube_options
 from meshready.cli.options import rules_options
+from meshready.cluster.names import (
+    AGENT_FIELD_MANAGER,
+    DEFAULT_TAINT_EFFECT,
+    DEFAULT_TAINT_KEY,
+    EVENTS_NAMESPACE,
+    METRICS_PORT,
+    TAINT_EFFECTS,
+)
 from meshready.errors import InputError
 
 _PATH = click.Path(path_type=Path)
 
 
 def _taint(value: str) -> tuple[str, str]:
-    from meshready.cluster.names import DEFAULT_TAINT_EFFECT, TAINT_EFFECTS
-
     key, sep, effect = value.partition(":")
     effect = effect if sep else DEFAULT_TAINT_EFFECT
     if not key or effect not in TAINT_EFFECTS:
@@ -75,7 +83,7 @@ def _boot_id(path: Path) -> str | None:
 )
 @click.option(
     "--loader",
-    type=click.Choice(["auto", "modprobe", "python", "none"]),
+    type=click.Choice([*LOADER_NAMES, "none"]),  # none: the agent never loads
     default="auto",
     show_default=True,
     help="how to load modules (python: the module syscalls, no kmod needed; none: never load)",
@@ -88,14 +96,14 @@ def _boot_id(path: Path) -> str | None:
 )
 @click.option(
     "--probe-mode",
-    type=click.Choice(["inplace", "netns", "off"]),
+    type=click.Choice([Mode.INPLACE.value, Mode.NETNS.value, "off"]),  # off: no probe
     default="inplace",
     show_default=True,
     help="redirect probe: in this pod's network namespace (inplace), a new one (netns), or none",
 )
 @click.option(
     "--taint-key",
-    default="meshready.io/not-ready:NoSchedule",
+    default=f"{DEFAULT_TAINT_KEY}:{DEFAULT_TAINT_EFFECT}",
     show_default=True,
     metavar="KEY[:EFFECT]",
     help="the startup taint to remove once the node is ready",
@@ -122,14 +130,14 @@ def _boot_id(path: Path) -> str | None:
 )
 @click.option(
     "--metrics-addr",
-    default="0.0.0.0:9808",
+    default=f"0.0.0.0:{METRICS_PORT}",
     show_default=True,
     metavar="HOST:PORT",
     help="serve /healthz, /readyz, /metrics here ('off' for none)",
 )
 @click.option(
     "--events-namespace",
-    default="default",
+    default=EVENTS_NAMESPACE,
     show_default=True,
     metavar="NS",
     help="where to record Events about the node",
@@ -226,7 +234,7 @@ def agent(
         try:
             addr = parse_addr(metrics_addr)
         except ValueError as exc:
-            raise InputError("--metrics-addr", str(exc)) from None
+            raise InputError("--metrics-addr", str(exc)) from exc
     root = HostRoot(
         host_root,
         proc=proc_dir if proc_dir is not None else Path("/proc"),
@@ -259,7 +267,7 @@ def agent(
             from meshready.cluster.node import NodePublisher, TaintSpec
 
             connection = resolve(kubeconfig, context)
-            client = make_client(connection, field_manager="meshready-agent")
+            client = make_client(connection, field_manager=AGENT_FIELD_MANAGER)
             logging.getLogger("meshready.agent").info(
                 "node %s, API server %s (%s)", node, connection.server, connection.source
             )
@@ -269,7 +277,7 @@ def agent(
                 taint=TaintSpec(*taint) if taint else None,
                 heartbeat_seconds=heartbeat,
                 events_namespace=events_namespace,
-                field_manager="meshready-agent",
+                field_manager=AGENT_FIELD_MANAGER,
             )
 
     config = AgentConfig(
@@ -291,7 +299,7 @@ def agent(
         if addr is not None and runner.server is None:
             raise InputError(
                 "--metrics-addr", f"cannot listen on {metrics_addr}: {exc.strerror}"
-            ) from None
+            ) from exc
         raise
     if once and output == "json" and runner.last is not None:
         from meshready.cli.output import emit_json, snake_keys

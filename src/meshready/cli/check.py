@@ -29,6 +29,7 @@ from meshready.cli.options import (
 )
 from meshready.cli.output import emit_json, fix_script, render_report
 from meshready.errors import InputError
+from meshready.knowledge.requests import Backend
 
 
 @click.command()
@@ -53,7 +54,7 @@ def check(
     targets: tuple[str, ...],
     profile: str | None,
     rules: tuple[str, ...],
-    backend: str | None,
+    backend: Backend | None,
     iptables_version: str | None,
     host_root: Path | None,
     lsmod: Path | None,
@@ -105,7 +106,7 @@ def _check_local(
     ctx: click.Context,
     profile: str | None,
     rules: tuple[str, ...],
-    backend: str | None,
+    backend: Backend | None,
     host_root: Path | None,
     lsmod: Path | None,
     kernel_release: str | None,

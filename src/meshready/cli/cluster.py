@@ -14,6 +14,7 @@ import click
 
 from meshready.cli.kube import connect_with_config, kube_options, talking_to
 from meshready.cli.render_manifests import manifest_options, options_from
+from meshready.cluster.names import DEFAULT_NAMESPACE, DEFAULT_TAINT_KEY, PREFIX
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -106,7 +107,7 @@ def install(
 @click.option(
     "-n",
     "--namespace",
-    default="meshready",
+    default=DEFAULT_NAMESPACE,
     show_default=True,
     metavar="NS",
     help="namespace the agent was installed in",
@@ -117,7 +118,7 @@ def install(
     multiple=True,
     metavar="KEY",
     help="also remove this startup taint from nodes (default: the installed agent's and "
-    "every meshready.io/ taint)",
+    f"every {PREFIX} taint)",
 )
 @dry_run_option
 @click.option(
@@ -144,7 +145,6 @@ def uninstall(
     arriving with it and nothing will remove it.
     """
     from meshready.cluster.install import uninstall as do_uninstall
-    from meshready.cluster.names import DEFAULT_TAINT_KEY
 
     if dry_run == "client":
         raise click.UsageError("uninstall supports --dry-run=server only")

@@ -9,7 +9,9 @@ from typing import Any
 
 import click
 
+from meshready.actions.persist import PERSIST_PATH
 from meshready.boundedio import open_regular
+from meshready.cli.choices import enum_choice
 from meshready.cli.kube import kube_options
 from meshready.diagnose.engine import diagnose_text
 from meshready.diagnose.model import DiagnoseContext, Diagnosis, Finding, Where
@@ -34,12 +36,12 @@ def read_log(spec: str) -> tuple[str, str]:
             # regular files only, opened without blocking (a FIFO or device must not hang us)
             with os.fdopen(open_regular(path, source), "rb") as fh:
                 data = fh.read(_MAX_BYTES + 1)
-        except FileNotFoundError:
-            raise InputError(source, "no such file") from None
-        except PermissionError:
-            raise InputError(source, "cannot read (permission denied)") from None
+        except FileNotFoundError as exc:
+            raise InputError(source, "no such file") from exc
+        except PermissionError as exc:
+            raise InputError(source, "cannot read (permission denied)") from exc
         except OSError as exc:
-            raise InputError(source, f"cannot read ({exc.strerror or exc})") from None
+            raise InputError(source, f"cannot read ({exc.strerror or exc})") from exc
     if len(data) > _MAX_BYTES:
         raise InputError(
             source, f"larger than {_MAX_BYTES // (1024 * 1024)} MiB; cut the log first"
@@ -85,7 +87,7 @@ def read_log(spec: str) -> tuple[str, str]:
 )
 @click.option(
     "--backend",
-    type=click.Choice(["legacy", "nft", "nftables"]),
+    type=enum_choice(Backend),
     help="the iptables backend the mesh used, when the log does not tell",
 )
 @click.option("--kernel-release", metavar="R", help="the node's `uname -r`, for module names")
@@ -118,7 +120,7 @@ def diagnose(
     output: str,
     fix_script: bool,
     container: str | None,
-    backend: str | None,
+    backend: Backend | None,
     kernel_release: str | None,
     verbose: bool,
     cluster: bool,
@@ -164,7 +166,7 @@ def diagnose(
         raise InputError(logs[1], "one log at a time (or node/NAME targets)")
     text, source = read_log(logs[0] if logs else "-")
     log_context = DiagnoseContext(
-        backend=Backend(backend) if backend else None,
+        backend=backend,
         container=container,
         kernel_release=kernel_release,
     )
@@ -242,7 +244,7 @@ def _render_finding(out: Any, n: int, f: Finding, verbose: bool, first: bool) ->
     if after:
         print_commands("then, from a workstation with kubectl:", after, indent="   ")
     if f.fix.modules_load_conf and verbose:
-        out.print("   /etc/modules-load.d/meshready.conf:")
+        out.print(f"   {PERSIST_PATH}:")
         for line in f.fix.modules_load_conf.splitlines():
             out.print(f"     {escape(line)}")
     if f.fix.meshready_steps:

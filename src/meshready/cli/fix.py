@@ -8,10 +8,11 @@ from typing import Any
 import click
 
 from meshready.actions.fix import FixOptions, FixPlan, FixResult, apply_fix, assess_live, plan_fix
-from meshready.actions.loader import LOADER_NAMES, choose_loader
+from meshready.actions.loader import LoaderKind, choose_loader
 from meshready.actions.persist import PERSIST_PATH, remove_persisted
 from meshready.assess.plan import needs_from_options
-from meshready.assess.report import Report
+from meshready.assess.report import Report, backend_name
+from meshready.cli.choices import enum_choice
 from meshready.cli.node_commands import (
     NodeRequest,
     kube_and_node_options,
@@ -23,6 +24,7 @@ from meshready.cli.options import rules_options
 from meshready.cli.output import emit_json, render_report
 from meshready.errors import ActionError, InputError
 from meshready.host.root import HostRoot
+from meshready.knowledge.requests import Backend
 
 FIX_SCHEMA = "meshready.io/fix/v1"  # src/meshready/schemas/fix.json
 
@@ -47,7 +49,7 @@ def _root(host_root: Path | None) -> HostRoot:
 
 def _print_plan(plan: FixPlan, dry_run: bool) -> None:
     head = "plan (dry run: nothing changed)" if dry_run else "plan"
-    click.echo(f"{head}: kernel {plan.release or '?'}, backend {plan.backend}")
+    click.echo(f"{head}: kernel {plan.release or '?'}, backend {backend_name(plan.backend)}")
     if plan.load:
         click.echo(f"  load, in order: {' '.join(plan.load)}")
     else:
@@ -90,7 +92,7 @@ def _print_result(result: FixResult) -> None:
 @_host_root
 @click.option(
     "--loader",
-    type=click.Choice(list(LOADER_NAMES)),
+    type=enum_choice(LoaderKind),
     default="auto",
     show_default=True,
     help="the host's modprobe, or finit_module/init_module from Python (no kmod needed); "
@@ -115,9 +117,9 @@ def fix(
     targets: tuple[str, ...],
     profile: str | None,
     rules: tuple[str, ...],
-    backend: str | None,
+    backend: Backend | None,
     host_root: Path | None,
-    loader: str,
+    loader: LoaderKind,
     no_persist: bool,
     dry_run: bool,
     allow: tuple[str, ...],

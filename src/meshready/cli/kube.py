@@ -90,17 +90,15 @@ def where(connection: Any) -> str:
 @contextmanager
 def talking_to(connection: Any, doing: str) -> Iterator[None]:
     """API failures inside become ClusterError: DOING at SERVER (context C, kubeconfig): why."""
-    from meshready.cluster.errors import ClusterError, describe, is_api_failure
+    from meshready.cluster.errors import API_FAILURES, ClusterError, api_error
 
     try:
         yield
     except ClusterError as exc:
-        if connection.server in str(exc):
-            raise
-        raise ClusterError(f"{doing} at {where(connection)}: {exc}") from exc
+        if connection.server in str(exc) and not exc.bare:
+            raise  # an inner talking_to said where already
+        raise exc.within(f"{doing} at {where(connection)}") from exc
     except MeshreadyError:
         raise
-    except Exception as exc:
-        if is_api_failure(exc):
-            raise ClusterError(f"{doing} at {where(connection)}: {describe(exc)}") from exc
-        raise
+    except API_FAILURES as exc:
+        raise api_error(exc, f"{doing} at {where(connection)}") from exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 
 import click
 
@@ -48,6 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = cli.main(args=argv, prog_name=_prog_name(), standalone_mode=False)
     except MeshreadyError as exc:
+        if os.environ.get("MESHREADY_DEBUG"):
+            # where the error came from: the causes it was raised from, then the one line
+            traceback.print_exception(exc, file=sys.stderr)
         click.echo(f"meshready: error: {exc.one_line()}", err=True)
         return exc.exit_code
     except click.exceptions.Exit as exc:

@@ -8,11 +8,12 @@ import click
 
 from meshready.assess.assess import assess
 from meshready.assess.plan import needs_from_options
-from meshready.assess.report import State
+from meshready.assess.report import State, backend_name
 from meshready.cli.options import iptables_version_option, rules_options
 from meshready.cli.output import emit_json
 from meshready.host.facts import gather_live, gather_offline
 from meshready.knowledge.profiles import PROFILES
+from meshready.knowledge.requests import Backend
 
 
 @click.command()
@@ -45,7 +46,7 @@ from meshready.knowledge.profiles import PROFILES
 def needs(
     profile: str | None,
     rules: tuple[str, ...],
-    backend: str | None,
+    backend: Backend | None,
     iptables_version: str | None,
     include: str,
     kernel_release: str | None,
@@ -86,7 +87,7 @@ def needs(
     emit_json(
         {
             "schema": "meshready.io/needs/v1",
-            "backend": report.backend,
+            "backend": backend_name(report.backend),
             "kernel_release": report.kernel.release,
             "profile": report.profile,
             "rules": list(report.rules),

@@ -137,20 +137,19 @@ def rule_args(profile: str | None, rules: Sequence[str], backend: str | None) ->
 
 
 def _select_nodes(client: Any, request: NodeRequest) -> list[Any]:
-    from lightkube import ApiError
     from lightkube.resources.core_v1 import Node
 
     from meshready.cli.targets import node_names
+    from meshready.cluster.errors import NotFound, api_errors
     from meshready.cluster.selector import as_labels, parse_selector
 
     found: dict[str, Any] = {}
     for name in node_names(request.targets):
         try:
-            found[name] = client.get(Node, name)
-        except ApiError as exc:
-            if exc.status is not None and exc.status.code == 404:
-                raise InputError(f"node/{name}", "no such node") from None
-            raise
+            with api_errors():
+                found[name] = client.get(Node, name)
+        except NotFound as exc:
+            raise InputError(f"node/{name}", "no such node") from exc
     if request.selector is not None:
         labels = as_labels(parse_selector(request.selector))
         matched = list(client.list(Node, labels=labels))

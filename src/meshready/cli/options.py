@@ -8,10 +8,12 @@ from typing import Any, TypeVar
 
 import click
 
+from meshready.cli.choices import enum_choice
 from meshready.errors import InputError
 from meshready.host.facts import HostFacts, gather_live, gather_offline
 from meshready.host.root import HostRoot
 from meshready.knowledge.profiles import PROFILES
+from meshready.knowledge.requests import Backend
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -36,7 +38,7 @@ def rules_options(func: F) -> F:
             ),
             click.option(
                 "--backend",
-                type=click.Choice(["legacy", "nft", "nftables"]),
+                type=enum_choice(Backend),
                 help="iptables-legacy, iptables-nft, or native nftables (default: the "
                 "profile's; legacy for iptables rules, nftables for nft rules)",
             ),

@@ -24,20 +24,12 @@ from typing import Any, Protocol
 
 import click
 
-from meshready.assess.report import Report, State
+from meshready.assess.report import Report, backend_name
 
 ELLIPSIS = "…"
 COLUMN_GAP = 3  # as kubectl separates its columns
 # A command broken over lines keeps each line at least this long, however narrow the terminal.
 MIN_COMMAND_WIDTH = 40
-
-_STATE_STYLE = {
-    State.LOADED: "green",
-    State.BUILTIN: "green",
-    State.LOADABLE: "yellow",
-    State.ABSENT: "red",
-    State.UNKNOWN: "magenta",
-}
 
 
 def emit_json(data: Any) -> None:
@@ -433,7 +425,7 @@ def render_report(report: Report, verbose: bool = False, machine: str | None = N
     where = f"{machine}: " if machine else ""
     print_prose(
         f"{where}kernel {k.release or '?'} ({k.arch or '?'}, {k.source}), backend "
-        f"{report.backend}, rules {report.profile or ', '.join(report.rules)}",
+        f"{backend_name(report.backend)}, rules {report.profile or ', '.join(report.rules)}",
         hang="  ",
     )
     details: list[str] = []

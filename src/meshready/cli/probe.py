@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import cast
-
 import click
 
 from meshready.actions.probe import Mode
@@ -17,8 +15,8 @@ from meshready.cli.output import emit_json
 @rules_options
 @click.option(
     "--mode",
-    type=click.Choice(["netns", "inplace"]),
-    default="netns",
+    type=click.Choice([m.value for m in Mode]),
+    default=Mode.NETNS.value,
     show_default=True,
     help="netns: a throwaway network namespace (root); inplace: in this network namespace, "
     "without touching its traffic (CAP_NET_ADMIN only)",
@@ -51,14 +49,14 @@ def probe(
     not. Everything is cleaned up whatever happens. Exit 0 when it passes, 1 when not, 2 on bad input.
     """
     spec = needs_from_options(profile, rules, backend)
-    result = run_probe(spec, spec.backend, cast(Mode, mode), timeout=timeout, proxy_uid=proxy_uid)
+    result = run_probe(spec, spec.backend, Mode(mode), timeout=timeout, proxy_uid=proxy_uid)
     if output == "json":
         emit_json({"schema": "meshready.io/probe/v1", **result.to_dict()})
     else:
         verdict = "PASS" if result.ok else "FAIL"
         what = spec.profile or ", ".join(spec.rules)
         click.echo(
-            f"probe {verdict} ({result.mode}, backend {result.backend}, {what}) "
+            f"probe {verdict} ({result.mode.value}, backend {result.backend.value}, {what}) "
             f"in {result.duration_s:.2f}s"
         )
         click.echo(f"  redirected: {_yes(result.redirected)}")

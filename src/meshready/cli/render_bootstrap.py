@@ -6,13 +6,15 @@ from pathlib import Path
 
 import click
 
-from meshready.actions.bootstrap import PROVIDERS, Source, render_bootstrap
+from meshready.actions.bootstrap import BootstrapProvider, Source, render_bootstrap
 from meshready.assess.assess import assess
 from meshready.assess.plan import needs_from_options
 from meshready.assess.report import State
+from meshready.cli.choices import enum_choice
 from meshready.cli.options import rules_options
 from meshready.host.facts import HostFacts, gather_live, gather_offline
 from meshready.host.root import HostRoot
+from meshready.knowledge.requests import Backend
 
 _PATH = click.Path(path_type=Path)
 
@@ -20,7 +22,7 @@ _PATH = click.Path(path_type=Path)
 @click.command()
 @click.option(
     "--provider",
-    type=click.Choice(list(PROVIDERS)),
+    type=enum_choice(BootstrapProvider),
     required=True,
     help="oke: an OKE node pool's cloud-init script (around Oracle's oke_init_script); "
     "cloud-init: #cloud-config; modules-load: the modules-load.d file; talos: a machine "
@@ -41,10 +43,10 @@ _PATH = click.Path(path_type=Path)
     "--host-root", type=_PATH, metavar="DIR", help="derive for the kernel of this host root"
 )
 def bootstrap(
-    provider: str,
+    provider: BootstrapProvider,
     profile: str | None,
     rules: tuple[str, ...],
-    backend: str | None,
+    backend: Backend | None,
     kernel_release: str | None,
     modules_dir: Path | None,
     kernel_config: Path | None,

@@ -12,7 +12,10 @@ from typing import Any, TypeVar
 
 import click
 
+from meshready.actions.persist import PERSIST_PATH
+from meshready.cli.choices import enum_choice
 from meshready.knowledge.profiles import PROFILES
+from meshready.knowledge.requests import Backend
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -50,12 +53,12 @@ def manifest_options(func: F) -> F:
                 type=click.Choice(sorted(PROFILES)),
                 help="mesh mode the agent checks for (default: the agent's, istio-sidecar)",
             ),
-            click.option("--backend", type=click.Choice(["legacy", "nft", "nftables"])),
+            click.option("--backend", type=enum_choice(Backend)),
             click.option(
                 "--persist/--no-persist",
                 default=True,
                 show_default=True,
-                help="let the agent write /etc/modules-load.d/meshready.conf on nodes",
+                help=f"let the agent write {PERSIST_PATH} on nodes",
             ),
             click.option(
                 "--taint-key",

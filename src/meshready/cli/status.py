@@ -8,6 +8,7 @@ import click
 
 from meshready.cli.kube import connect_with_config, kube_options, talking_to
 from meshready.cli.output import Column, emit_json, print_table
+from meshready.cluster.names import DEFAULT_NAMESPACE
 
 COLUMNS = (
     Column("NODE", shrink=False),
@@ -38,7 +39,7 @@ def age(seconds: float | None) -> str:
     "--namespace",
     default=None,
     metavar="NS",
-    help="namespace the agent runs in (default: meshready)",
+    help=f"namespace the agent runs in (default: {DEFAULT_NAMESPACE})",
 )
 @click.option(
     "-o",
@@ -71,7 +72,6 @@ def status(
     where its pods run; never execs into nodes. Exit 0 when every node is ready, 1 otherwise.
     """
     from meshready.cluster.fleet import read_fleet
-    from meshready.cluster.names import DEFAULT_NAMESPACE
     from meshready.cluster.selector import as_labels, parse_selector
 
     labels = as_labels(parse_selector(selector)) if selector else None

@@ -185,7 +185,7 @@ def policy_objects(namespace: str, taint_key: str | None, labels: dict[str, str]
             },
             "matchConditions": [
                 {
-                    "name": "meshready-agent",
+                    "name": AGENT_NAME,
                     "expression": f"request.userInfo.username == {_quote(agent_username(namespace))}",
                 }
             ],

@@ -61,11 +61,11 @@ def _merge(files: list[Path]) -> tuple[dict[str, Any], Path]:
         try:
             doc = yaml.safe_load(read_text(path, cap=KUBECONFIG_CAP)) or {}
         except InputError as exc:
-            raise ClusterError(f"{path}: cannot read kubeconfig ({exc.message})") from None
+            raise ClusterError(f"{path}: cannot read kubeconfig ({exc.message})") from exc
         except yaml.YAMLError as exc:
-            raise ClusterError(f"{path}: not a kubeconfig ({exc})") from None
-        except RecursionError:
-            raise ClusterError(f"{path}: not a kubeconfig (nested too deeply)") from None
+            raise ClusterError(f"{path}: not a kubeconfig ({exc})") from exc
+        except RecursionError as exc:
+            raise ClusterError(f"{path}: not a kubeconfig (nested too deeply)") from exc
         if not isinstance(doc, dict):
             raise ClusterError(f"{path}: not a kubeconfig")
         first = first or path
@@ -112,9 +112,9 @@ def resolve(
                 "~/.kube/config, or run in a pod with a ServiceAccount token"
             )
     except ConfigError as exc:
-        raise ClusterError(f"kubeconfig: {exc}") from None
+        raise ClusterError(f"kubeconfig: {exc}") from exc
     except (KeyError, TypeError, ValueError) as exc:
-        raise ClusterError(f"kubeconfig: malformed ({exc})") from None
+        raise ClusterError(f"kubeconfig: malformed ({exc})") from exc
     if config is None:
         raise ClusterError("kubeconfig: no context")
     return Connection(config=config, source=source, namespace=config.namespace or "default")
@@ -139,6 +139,6 @@ def make_client(
         )
         return guard_client(client)  # exec plugin, watch and error bounds (cluster.guard)
     except ConfigError as exc:
-        raise ClusterError(f"kubeconfig: {exc}") from None
+        raise ClusterError(f"kubeconfig: {exc}") from exc
     except (OSError, ValueError) as exc:
-        raise ClusterError(f"kubeconfig {connection.source}: {exc}") from None
+        raise ClusterError(f"kubeconfig {connection.source}: {exc}") from exc

@@ -272,7 +272,7 @@ class LogReader:
         try:
             items = json.loads(body).get("items") or []
         except (ValueError, AttributeError) as exc:
-            raise ClusterError(f"listing pods: not a PodList ({exc})") from None
+            raise ClusterError(f"listing pods: not a PodList ({exc})") from exc
         pods = []
         for item in items:
             pod = Pod.from_dict(item)

@@ -14,6 +14,7 @@ from typing import Any
 from lightkube import Client
 from lightkube.resources.core_v1 import Node, Pod
 
+from meshready.cluster.errors import NotFound, api_errors
 from meshready.cluster.names import DEFAULT_NAMESPACE, SELECTOR_LABELS
 from meshready.cluster.published import NodeState, read_node_state
 
@@ -185,8 +186,6 @@ def read_named_nodes(
     longer exist are left out."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from lightkube import ApiError
-
     wanted = sorted(set(names))
     if len(wanted) > NODE_GET_LIMIT:
         chosen = set(wanted)
@@ -194,11 +193,11 @@ def read_named_nodes(
 
     def one(name: str) -> NodeState | None:
         try:
-            return read_node_state(client.get(Node, name))
-        except ApiError as exc:
-            if exc.status is not None and exc.status.code == 404:
-                return None
-            raise
+            with api_errors():
+                node = client.get(Node, name)
+        except NotFound:
+            return None
+        return read_node_state(node)
 
     with ThreadPoolExecutor(max_workers=max(1, min(concurrency, len(wanted) or 1))) as pool:
         states = list(pool.map(one, wanted))

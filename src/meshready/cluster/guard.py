@@ -50,12 +50,12 @@ class BoundedExecAuth(httpx2.Auth):
                 timeout=self._timeout,
                 check=False,
             )
-        except subprocess.TimeoutExpired:
+        except subprocess.TimeoutExpired as exc:
             raise ConfigError(
                 f"exec credential plugin {name} did not finish within {self._timeout:g} s"
-            ) from None
+            ) from exc
         except OSError as exc:
-            raise ConfigError(f"cannot run exec credential plugin {name}: {exc.strerror}") from None
+            raise ConfigError(f"cannot run exec credential plugin {name}: {exc.strerror}") from exc
         if proc.returncode != 0:
             err = " ".join(proc.stderr[:500].decode("utf-8", "replace").split())
             raise ConfigError(f"exec credential plugin {name} exit {proc.returncode}: {err}")
@@ -64,11 +64,11 @@ class BoundedExecAuth(httpx2.Auth):
         try:
             doc = json.loads(proc.stdout)
             token = doc["status"]["token"]
-        except (ValueError, RecursionError, KeyError, TypeError):
+        except (ValueError, RecursionError, KeyError, TypeError) as exc:
             raise ConfigError(
                 f"exec credential plugin {name} did not print an ExecCredential with "
                 "status.token (JSON)"
-            ) from None
+            ) from exc
         if not isinstance(token, str) or not token or any(c in token for c in "\r\n"):
             raise ConfigError(f"exec credential plugin {name} printed an unusable token")
         return f"Bearer {token}"

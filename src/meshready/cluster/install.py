@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import httpx2
-from lightkube import ApiError, Client, codecs
+from lightkube import Client, codecs
 from lightkube.core.resource import NamespacedResource
 from lightkube.resources.admissionregistration_v1 import (
     ValidatingAdmissionPolicy,
@@ -37,7 +36,14 @@ from lightkube.resources.rbac_authorization_v1 import (
 from lightkube.types import CascadeType, PatchType
 
 from meshready.cluster.admission import POLICY_NAME
-from meshready.cluster.errors import ClusterError, api_status, describe
+from meshready.cluster.errors import (
+    ClusterError,
+    Conflict,
+    NotFound,
+    NotServed,
+    api_errors,
+    describe,
+)
 from meshready.cluster.manifests import ManifestOptions, render_objects
 from meshready.cluster.names import (
     AGENT_NAME,
@@ -48,7 +54,7 @@ from meshready.cluster.names import (
     SELECTOR_LABELS,
     SYSTEM_NAMESPACES,
 )
-from meshready.cluster.node import condition_removal_patch, taint_removal_patch
+from meshready.cluster.node import condition_removal_patch, remove_taint
 from meshready.cluster.published import NodeState, read_node_state
 
 Echo = Callable[[str], None]
@@ -91,10 +97,6 @@ class Step:
         return f"{self.ref} {self.action}{detail}{suffix}"
 
 
-def _api(what: str, exc: Exception) -> ClusterError:
-    return ClusterError(f"{what}: {describe(exc)}")
-
-
 # ------------------------------------------------------------------------------------------ install
 
 
@@ -127,13 +129,10 @@ def install(
 
 def _namespace_exists(client: Client, name: str) -> bool:
     try:
-        client.get(Namespace, name)
-    except ApiError as exc:
-        if api_status(exc) == 404:
-            return False
-        raise _api(f"namespace/{name}", exc) from None
-    except Exception as exc:
-        raise _api("cannot read the cluster", exc) from None
+        with api_errors(f"namespace/{name}", no_status="cannot read the cluster"):
+            client.get(Namespace, name)
+    except NotFound:
+        return False
     return True
 
 
@@ -152,13 +151,13 @@ def _apply_one(
     kind: Any = type(resource)
     before: Any = None
     try:
-        if namespace is not None:
-            before = client.get(kind, name, namespace=namespace)
-        else:
-            before = client.get(kind, name)
-    except ApiError as exc:
-        if api_status(exc) != 404:
-            raise _api(ref(obj), exc) from None
+        with api_errors(ref(obj), no_status=""):
+            if namespace is not None:
+                before = client.get(kind, name, namespace=namespace)
+            else:
+                before = client.get(kind, name)
+    except NotFound:
+        pass
     if (
         obj["kind"] == "Namespace"
         and before is not None
@@ -172,16 +171,17 @@ def _apply_one(
             f"namespace {namespace} does not exist yet, so the server cannot dry-run objects in it",
         )
     try:
-        after = client.apply(resource, field_manager=field_manager, force=force, dry_run=dry_run)
-    except ApiError as exc:
-        if api_status(exc) == 409:
-            raise ClusterError(
-                f"{ref(obj)}: fields owned by another manager would change "
-                f"({describe(exc)}); re-run with --force-conflicts to take them over"
-            ) from None
-        raise _api(ref(obj), exc) from None
-    except Exception as exc:
-        raise _api(ref(obj), exc) from None
+        with api_errors():
+            after = client.apply(
+                resource, field_manager=field_manager, force=force, dry_run=dry_run
+            )
+    except Conflict as exc:
+        raise Conflict(
+            f"{ref(obj)}: fields owned by another manager would change "
+            f"({describe(exc)}); re-run with --force-conflicts to take them over"
+        ) from exc
+    except ClusterError as exc:
+        raise exc.within(ref(obj)) from exc
     if before is None:
         return Step(ref(obj), "created")
     old_rv = before.metadata.resourceVersion if before.metadata else None
@@ -243,10 +243,8 @@ def wait_rollout(
     deadline = clock() + timeout
     last = ""
     while True:
-        try:
+        with api_errors(f"daemonset.apps/{AGENT_NAME}"):
             rollout = rollout_status(client, namespace)
-        except Exception as exc:
-            raise _api(f"daemonset.apps/{AGENT_NAME}", exc) from None
         line = (
             rollout.line() if rollout.observed else "rollout: waiting for the DaemonSet controller"
         )
@@ -274,13 +272,11 @@ def node_summary(client: Client, taint_key: str | None = DEFAULT_TAINT_KEY) -> l
 def agent_taint_key(client: Client, namespace: str) -> str | None:
     """The startup taint key the installed DaemonSet's agents remove (from their arguments)."""
     try:
-        ds = client.get(DaemonSet, AGENT_NAME, namespace=namespace)
-    except ApiError as exc:
-        if api_status(exc) == 404:
-            return None
-        raise _api(f"daemonset.apps/{AGENT_NAME}", exc) from None
-    except Exception as exc:  # unreachable, TLS, credentials: say so, once
-        raise _api("cannot read the cluster", exc) from None
+        # unreachable, TLS, credentials: say so, once
+        with api_errors(f"daemonset.apps/{AGENT_NAME}", no_status="cannot read the cluster"):
+            ds = client.get(DaemonSet, AGENT_NAME, namespace=namespace)
+    except NotFound:
+        return None
     spec = ds.spec.template.spec if ds.spec and ds.spec.template else None
     for container in (spec.containers if spec else None) or []:
         for arg in container.args or []:
@@ -342,21 +338,12 @@ def clean_node(
             dry_run=dry_run,
         )
     for taint in state.taints:
-        current = client.get(Node, state.name) if not dry_run else node
-        patch = taint_removal_patch(current, taint.key, taint.effect)
-        if patch is None:
-            continue
-        try:
-            client.patch(Node, state.name, patch, patch_type=PatchType.JSON, dry_run=dry_run)
-        except ApiError as exc:
-            if api_status(exc) not in (409, 422):
-                raise
-            # Changed under us: one fresh read and retry, guarded again.
-            patch = taint_removal_patch(client.get(Node, state.name), taint.key, taint.effect)
-            if patch is None:
-                continue
-            client.patch(Node, state.name, patch, patch_type=PatchType.JSON, dry_run=dry_run)
-        cleanup.taints.append(f"{taint.key}:{taint.effect}")
+        # A dry run changes nothing, so the listed Node stays current; otherwise read it afresh.
+        current = node if dry_run else None
+        if remove_taint(
+            client, state.name, taint.key, taint.effect, current=current, dry_run=dry_run
+        ):
+            cleanup.taints.append(f"{taint.key}:{taint.effect}")
     return cleanup
 
 
@@ -387,15 +374,11 @@ def uninstall(
         _wait_pods_gone(client, namespace, pods_timeout, echo, clock, sleep)
 
     cleaned = 0
-    try:
+    with api_errors("nodes"):
         nodes = list(client.list(Node))
-    except Exception as exc:
-        raise _api("nodes", exc) from None
     for node in nodes:
-        try:
+        with api_errors(f"node/{node.metadata.name if node.metadata else '?'}"):
             cleanup = clean_node(client, node, sorted(keys), dry_run=dry_run)
-        except Exception as exc:
-            raise _api(f"node/{node.metadata.name if node.metadata else '?'}", exc) from None
         if not cleanup.empty:
             cleaned += 1
             done(Step(f"node/{cleanup.name}", "cleaned", cleanup.detail()))
@@ -425,25 +408,23 @@ def _delete(
     its absence is "not found", not an error."""
     label = f"{_PLURAL.get(kind.__name__, kind.__name__.lower())}/{name}"
     try:
-        if namespace is not None and issubclass(kind, NamespacedResource):
-            client.delete(
-                kind,
-                name,
-                namespace=namespace,
-                cascade=CascadeType.BACKGROUND,
-                dry_run=dry_run,
-            )
-        else:
-            client.delete(kind, name, cascade=CascadeType.BACKGROUND, dry_run=dry_run)
-    except ApiError as exc:
-        if api_status(exc) == 404:
+        with api_errors(label):
+            if namespace is not None and issubclass(kind, NamespacedResource):
+                client.delete(
+                    kind,
+                    name,
+                    namespace=namespace,
+                    cascade=CascadeType.BACKGROUND,
+                    dry_run=dry_run,
+                )
+            else:
+                client.delete(kind, name, cascade=CascadeType.BACKGROUND, dry_run=dry_run)
+    except NotFound:
+        return Step(label, "not found")
+    except NotServed:
+        if optional_kind:
             return Step(label, "not found")
-        raise _api(label, exc) from None
-    except Exception as exc:
-        not_served = isinstance(exc, httpx2.HTTPStatusError) and exc.response.status_code == 404
-        if optional_kind and not_served:  # the kind itself is not served
-            return Step(label, "not found")
-        raise _api(label, exc) from None
+        raise
     return Step(label, "deleted")
 
 
@@ -452,11 +433,10 @@ def _delete_namespace(client: Client, namespace: str, dry_run: bool) -> Step:
     if namespace in SYSTEM_NAMESPACES:
         return Step(label, "skipped", "a system namespace")
     try:
-        ns = client.get(Namespace, namespace)
-    except ApiError as exc:
-        if api_status(exc) == 404:
-            return Step(label, "not found")
-        raise _api(label, exc) from None
+        with api_errors(label, no_status=""):
+            ns = client.get(Namespace, namespace)
+    except NotFound:
+        return Step(label, "not found")
     if not _managed_by_us(ns.metadata.labels if ns.metadata else None):
         return Step(label, "skipped", "not created by meshready: left in place")
     return _delete(client, Namespace, namespace, None, dry_run)
@@ -474,13 +454,10 @@ def _wait_pods_gone(
     announced = False
     while True:
         try:
-            pods = list(client.list(Pod, namespace=namespace, labels=dict(SELECTOR_LABELS)))
-        except ApiError as exc:
-            if api_status(exc) == 404:
-                return
-            raise _api("pods", exc) from None
-        except Exception as exc:
-            raise _api("pods", exc) from None
+            with api_errors("pods"):
+                pods = list(client.list(Pod, namespace=namespace, labels=dict(SELECTOR_LABELS)))
+        except NotFound:
+            return
         if not pods:
             return
         if not announced:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -504,7 +504,7 @@ def _write_files(directory: Path, files: Mapping[str, str], written: list[Path])
             path.write_text(text)
             written.append(path)
     except OSError as exc:
-        raise InputError("--output-dir", f"cannot write {directory}: {exc.strerror}") from None
+        raise InputError("--output-dir", f"cannot write {directory}: {exc.strerror}") from exc
 
 
 def _generated(path: Path) -> bool:
@@ -514,7 +514,3 @@ def _generated(path: Path) -> bool:
     except InputError:
         return False
     return head.startswith(GENERATED_HEADER.encode())
-
-
-def with_namespace(options: ManifestOptions, namespace: str) -> ManifestOptions:
-    return replace(options, namespace=namespace)

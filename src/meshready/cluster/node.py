@@ -24,13 +24,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from lightkube import ApiError, Client
+from lightkube import Client
 from lightkube.models.core_v1 import EventSource, ObjectReference
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Node
 from lightkube.types import PatchType
 
-from meshready.cluster.errors import WriteRace, api_status, describe, is_permanent
+from meshready.cluster.errors import (
+    Conflict,
+    Invalid,
+    Refused,
+    WriteRace,
+    api_errors,
+    describe,
+    is_permanent,
+)
 from meshready.cluster.names import (
     ANNOTATION_REPORT,
     CONDITION_TYPE,
@@ -148,7 +156,12 @@ class NodePublisher:
     # ---- the whole publication
 
     def sync(self, pub: Publication) -> SyncOutcome:
-        """Make the Node show PUB; raise the API's error if a write fails (retry the whole sync)."""
+        """Make the Node show PUB; raise the API's error (a ClusterError, cluster.errors) if a
+        write fails (retry the whole sync)."""
+        with api_errors():
+            return self._sync(pub)
+
+    def _sync(self, pub: Publication) -> SyncOutcome:
         outcome = SyncOutcome()
         node = self.get_node()
         keys = (self.taint.key,) if self.taint else ()
@@ -158,20 +171,19 @@ class NodePublisher:
         now = datetime.fromtimestamp(self.clock(), UTC)
 
         metadata = self._metadata_patch(state, pub)
-        refused: Exception | None = None  # a permanent refusal, raised once the condition says it
+        refused: Refused | None = None  # a permanent refusal, raised once the condition says it
         if metadata:
             try:
-                node = self.client.patch(
-                    Node,
-                    self.node_name,
-                    {"metadata": metadata},
-                    patch_type=PatchType.MERGE,
-                    field_manager=self.field_manager,
-                )
+                with api_errors():
+                    node = self.client.patch(
+                        Node,
+                        self.node_name,
+                        {"metadata": metadata},
+                        patch_type=PatchType.MERGE,
+                        field_manager=self.field_manager,
+                    )
                 outcome.wrote.append("metadata")
-            except Exception as exc:
-                if not is_permanent(exc):
-                    raise
+            except Refused as exc:
                 refused = exc
 
         old = state.condition
@@ -268,39 +280,16 @@ class NodePublisher:
     def remove_taint(
         self, key: str, effect: str | None = None, current: Node | None = None
     ) -> bool:
-        """Remove taint KEY (with EFFECT, or any effect) guarded by a `test` of the whole list.
-
-        CURRENT: the Node as just read (saves a GET); the `test` makes a stale one harmless.
-        Returns True when this call removed it, False when it was not there. A concurrent change
-        makes the test fail (422, or 409): re-read and try again, at most TAINT_ATTEMPTS times.
-        """
-        last: ApiError | None = None
-        for attempt in range(TAINT_ATTEMPTS):
-            node = current if attempt == 0 and current is not None else self.get_node()
-            patch = taint_removal_patch(node, key, effect)
-            if patch is None:
-                return False
-            try:
-                self.client.patch(
-                    Node,
-                    self.node_name,
-                    patch,
-                    patch_type=PatchType.JSON,
-                    field_manager=self.field_manager,
-                )
-                return True
-            except ApiError as exc:
-                if api_status(exc) not in (409, 422):
-                    raise
-                last = exc  # the list changed under us: read again
-                log.info(
-                    "taints of node %s changed concurrently; reading them again", self.node_name
-                )
-        assert last is not None
-        raise WriteRace(
-            f"taints of node {self.node_name} changed under every one of {TAINT_ATTEMPTS} "
-            f"attempts to remove {key} ({describe(last)})"
-        ) from last
+        """Remove taint KEY (with EFFECT, or any effect) from this Node: ``remove_taint``."""
+        return remove_taint(
+            self.client,
+            self.node_name,
+            key,
+            effect,
+            current=current,
+            read=self.get_node,
+            field_manager=self.field_manager,
+        )
 
     # ---- events
 
@@ -314,7 +303,7 @@ class NodePublisher:
             event = self._events[0]
             try:
                 self._create_event(event)
-            except Exception as exc:
+            except Exception as exc:  # any: an Event, even a bug in one, never holds up the Node
                 failures.append(f"event {event.reason}: {describe(exc)}")
                 if is_permanent(exc):
                     log.warning("event %s refused, dropped: %s", event.reason, describe(exc))
@@ -350,6 +339,58 @@ class NodePublisher:
         self.client.create(obj, namespace=self.events_namespace)
 
 
+def remove_taint(
+    client: Client,
+    node_name: str,
+    key: str,
+    effect: str | None = None,
+    *,
+    current: Node | None = None,
+    read: Callable[[], Node] | None = None,
+    field_manager: str | None = None,
+    dry_run: bool = False,
+) -> bool:
+    """Remove taint KEY (with EFFECT, or any effect) from Node NODE_NAME with the guarded JSON
+    patch of ``taint_removal_patch``: the agent's startup taint, and every meshready taint at
+    uninstall. Nothing else on the Node is touched, whatever other writers do meanwhile.
+
+    CURRENT: the Node as just read (saves a GET); the `test` makes a stale one harmless. READ:
+    how to read the Node again (default: a GET). Returns True when this call removed it, False
+    when it was not there. A concurrent change makes the test fail (422, or 409): re-read and
+    try again, at most TAINT_ATTEMPTS times, then raise WriteRace. Other API failures are raised
+    as ClusterError (cluster.errors).
+    """
+    last: Conflict | Invalid | None = None
+    for attempt in range(TAINT_ATTEMPTS):
+        if attempt == 0 and current is not None:
+            node = current
+        else:
+            with api_errors():
+                node = read() if read is not None else client.get(Node, node_name)
+        patch = taint_removal_patch(node, key, effect)
+        if patch is None:
+            return False
+        try:
+            with api_errors():
+                client.patch(
+                    Node,
+                    node_name,
+                    patch,
+                    patch_type=PatchType.JSON,
+                    field_manager=field_manager,
+                    dry_run=dry_run,
+                )
+            return True
+        except (Conflict, Invalid) as exc:
+            last = exc  # the list changed under us: read again
+            log.info("taints of node %s changed concurrently; reading them again", node_name)
+    assert last is not None
+    raise WriteRace(
+        f"taints of node {node_name} changed under every one of {TAINT_ATTEMPTS} "
+        f"attempts to remove {key} ({describe(last)})"
+    ) from last
+
+
 def taint_removal_patch(
     node: Node, key: str, effect: str | None = None
 ) -> list[dict[str, Any]] | None:
@@ -369,7 +410,3 @@ def taint_removal_patch(
 def condition_removal_patch() -> dict[str, Any]:
     """A strategic merge patch that deletes meshready's condition and leaves the others."""
     return {"status": {"conditions": [{"type": CONDITION_TYPE, "$patch": "delete"}]}}
-
-
-def api_gone(exc: BaseException) -> bool:
-    return api_status(exc) == 404

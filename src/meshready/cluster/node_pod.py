@@ -21,16 +21,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from lightkube import ApiError, Client
+from lightkube import Client
 from lightkube.resources.core_v1 import Pod
 
-from meshready.cluster.errors import ClusterError, describe
+from meshready.cluster.errors import ClusterError, NotFound, api_errors, describe
 from meshready.cluster.manifests import ManifestOptions, daemonset_object
-from meshready.cluster.names import HOST_MOUNT
+from meshready.cluster.names import APP_LABELS, HOST_MOUNT
 
 CONTAINER = "meshready"
 KINDS = ("check", "fix")
-POD_LABELS = {"app.kubernetes.io/part-of": "meshready", "app.kubernetes.io/managed-by": "meshready"}
+POD_LABELS = {k: v for k, v in APP_LABELS.items() if k != "app.kubernetes.io/name"}
 LOG_CAP = 4 * 1024 * 1024  # a report is a few tens of KiB
 _OBJECT = re.compile(r"\n\{")
 # Waiting reasons after which the container will not start without a change (wrong image, ...).
@@ -215,12 +215,11 @@ def run_node_pod(
     not finish in time; the pod is deleted in every case."""
     namespace = body["metadata"]["namespace"]
     node = body["spec"]["nodeName"]
-    try:
-        obj = Pod.from_dict(body)
-        assert isinstance(obj, Pod)
+    obj = Pod.from_dict(body)
+    assert isinstance(obj, Pod)
+    # the API's refusal names the node; unreachable and the like are said where it is caught
+    with api_errors(f"node/{node}: cannot create the check pod", no_status=""):
         created = client.create(obj, namespace=namespace)
-    except ApiError as exc:
-        raise ClusterError(f"node/{node}: cannot create the check pod: {describe(exc)}") from exc
     name = created.metadata.name if created.metadata and created.metadata.name else ""
     on_state(f"pod {namespace}/{name} created on node {node}")
     try:
@@ -285,13 +284,12 @@ def delete_pod(
     last = "not tried"
     while True:
         try:
-            client.delete(Pod, name, namespace=namespace, grace_period=0)
+            with api_errors():
+                client.delete(Pod, name, namespace=namespace, grace_period=0)
             return True, None
-        except ApiError as exc:
-            if exc.status is not None and exc.status.code == 404:
-                return True, None
-            last = describe(exc)
-        except Exception as exc:  # transport errors: retried until the deadline
+        except NotFound:
+            return True, None
+        except ClusterError as exc:  # refused, unreachable, timed out: retried until the deadline
             last = describe(exc)
         if clock() >= deadline:
             return False, last

@@ -16,6 +16,7 @@ from meshready.assess.report import (
 )
 from meshready.cluster.published import NodeState
 from meshready.errors import MeshreadyError
+from meshready.knowledge.requests import Backend
 
 
 class ReportFormatError(MeshreadyError):
@@ -25,6 +26,13 @@ class ReportFormatError(MeshreadyError):
 
 def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value or ())
+
+
+def _backend(value: Any) -> Backend | None:
+    """A backend as a report or an agent wrote it; None when absent, "?" or not one we know
+    (Report prints None as "?")."""
+    known = isinstance(value, str) and value in {b.value for b in Backend}
+    return Backend(value) if known else None
 
 
 def _iptables(data: Any) -> IptablesAssumption | None:
@@ -42,7 +50,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
         return Report(
             ready=bool(data["ready"]),
             summary=str(data["summary"]),
-            backend=str(data["backend"]),
+            backend=_backend(data["backend"]),
             profile=data.get("profile"),
             rules=_strings(data.get("rules")),
             kernel=KernelInfo(
@@ -85,7 +93,7 @@ def report_from_dict(data: dict[str, Any]) -> Report:
             iptables=_iptables(data.get("iptables")),
         )
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ReportFormatError(f"not a {SCHEMA} report ({type(exc).__name__}: {exc})") from None
+        raise ReportFormatError(f"not a {SCHEMA} report ({type(exc).__name__}: {exc})") from exc
 
 
 def published_report(state: NodeState) -> Report | None:
@@ -105,7 +113,7 @@ def published_report(state: NodeState) -> Report | None:
     return Report(
         ready=bool(ready),
         summary=f"{verdict}: {message}" if message else verdict,
-        backend=str(data.get("backend") or state.backend_label or "?"),
+        backend=_backend(data.get("backend") or state.backend_label),
         profile=data.get("profile"),
         rules=_strings(data.get("rules")),
         kernel=KernelInfo(

@@ -90,7 +90,7 @@ def parse_selector(text: str, source: str = "-l") -> list[tuple[str, Any]]:
             source,
             f"{exc} in label selector {text!r} (kubectl syntax: k=v, k!=v, k in (a,b), "
             "k notin (a,b), k, !k; comma-separated)",
-        ) from None
+        ) from exc
     return pairs
 
 

@@ -60,7 +60,6 @@ class _State:
     kernel_release: str | None
     failed: bool
     profile: str | None
-    profile_used: bool = False
     _mentioned: dict[str, bool] = field(default_factory=dict)
 
     def of(self, *kinds: Kind) -> list[Signal]:
@@ -118,7 +117,7 @@ def classify(
     findings.extend(_module_not_in_kernel(state, findings))
     if not findings and state.failed:
         findings.append(_unknown(state))
-    _promote_root_causes(findings)
+    findings = _promote_root_causes(findings)
     findings.sort(key=lambda f: (-f.confidence, lc.CAUSES[f.cause].rank))
     return findings, state.backend, kernel, state.failed
 
@@ -127,22 +126,22 @@ def classify(
 
 
 def _backend(signals: list[Signal], rules: LogRules) -> Backend:
-    votes = {"legacy": 0, "nft": 0, "nftables": 0}
+    votes = dict.fromkeys(Backend, 0)
     for s in signals:
         if s.kind in (Kind.NFT_RULE_ERROR,):
-            votes["nftables"] += 3
+            votes[Backend.NFTABLES] += 3
         elif s.kind in (Kind.TABLE_MISSING, Kind.CORE_MISSING):
-            votes["legacy"] += 3
+            votes[Backend.LEGACY] += 3
         elif s.kind is Kind.EXTENSION_MISSING and s.revision is not None:
-            votes["nft"] += 3
+            votes[Backend.NFT] += 3
         elif s.kind is Kind.NFT_UNAVAILABLE:
-            votes[s.backend or "nft"] += 2
+            votes[s.backend or Backend.NFT] += 2
         if s.backend and s.kind in (Kind.BACKEND,):
             votes[s.backend] += 1
     if rules.nft and not rules.xt:
-        votes["nftables"] += 2
-    best = max(votes, key=lambda k: (votes[k], k == "legacy"))
-    return Backend(best) if votes[best] else Backend.LEGACY
+        votes[Backend.NFTABLES] += 2
+    best = max(votes, key=lambda k: (votes[k], k is Backend.LEGACY))
+    return best if votes[best] else Backend.LEGACY
 
 
 _STRONG = {
@@ -219,7 +218,7 @@ def _clip(text: str) -> str:
 
 def _finding(
     state: _State,
-    cause: str,
+    cause: lc.CauseCode,
     modules: tuple[str, ...],
     signals: list[Signal],
     explanation: str,
@@ -246,7 +245,7 @@ def _finding(
         rule_modules=rule_modules,
         evidence_lines=ev,
         selinux=selinux,
-        backend=state.backend.value,
+        backend=state.backend,
     )
 
 
@@ -275,17 +274,26 @@ def _module_for_request(request: str, state: _State) -> str:
 
 
 def _family(signal: Signal) -> Family:
-    return Family.IPV6 if signal.family == "ipv6" else Family.IPV4
+    return signal.family or Family.IPV4
 
 
-def _rule_modules(state: _State, backend: Backend) -> tuple[str, ...]:
+@dataclass(frozen=True)
+class _RuleModules:
+    """Every module the rules behind the failure need: the rules the log prints or, when it
+    prints none, the usual rules of the mesh whose container wrote it (``from_profile``)."""
+
+    modules: tuple[str, ...] = ()
+    from_profile: bool = False
+
+
+def _rule_modules(state: _State, backend: Backend) -> _RuleModules:
     if state.rules.empty:
-        return _profile_modules(state, backend)
+        return _RuleModules(_profile_modules(state, backend), from_profile=True)
     try:
         modules, _needs = modules_for_rules(state.rules, backend, state.kernel_release)
     except InputError:
-        return ()
-    return modules
+        return _RuleModules()
+    return _RuleModules(modules)
 
 
 # Lines only a given mesh init container writes: istio-iptables keeps its rules in
@@ -319,12 +327,11 @@ def _profile_modules(state: _State, backend: Backend) -> tuple[str, ...]:
         needs = needs_for(profile_rulesets(profile), backend)
     except InputError:
         return ()
-    state.profile_used = True
     return modules_for_needs(needs, state.kernel_release)
 
 
-def _rules_phrase(state: _State) -> str:
-    if state.profile_used:
+def _rules_phrase(state: _State, found: _RuleModules) -> str:
+    if found.from_profile:
         return (
             f" The log does not print its rules; meshready's {state.profile} profile (the rules "
             f"{_container(state)} usually applies) needs, in all: "
@@ -395,20 +402,20 @@ def _module_request_denied(state: _State) -> list[Finding]:
             f"({', '.join(errnos)}): module signing, kernel lockdown, "
             "kernel.modules_disabled=1 or a missing CAP_SYS_MODULE stops loads from here."
         )
-    rule_mods = _rule_modules(state, state.backend)
+    rule_mods = _rule_modules(state, state.backend).modules
     all_mods = _dedupe([*modules, *rule_mods])
     selinux = bool(avc) or (bool(autoload) and _selinux_in_log(state))
     confidence = 0.97 if (avc or refused) and enforcing else 0.8 if autoload else 0.45
     return [
         _finding(
             state,
-            lc.MODULE_REQUEST_DENIED,
+            lc.CauseCode.MODULE_REQUEST_DENIED,
             all_mods,
             [*avc, *refused, *autoload],
             " ".join(parts),
             fixes.load_modules(
                 all_mods,
-                state.backend.value,
+                state.backend,
                 state.profile,
                 selinux=bool(avc) or bool(autoload),
             ),
@@ -471,11 +478,11 @@ def _module_not_in_kernel(state: _State, findings: list[Finding]) -> list[Findin
     return [
         _finding(
             state,
-            lc.MODULE_NOT_IN_KERNEL,
+            lc.CauseCode.MODULE_NOT_IN_KERNEL,
             modules,
             evidence,
             text,
-            fixes.not_in_kernel(modules, release, renamed),
+            fixes.not_in_kernel(modules, renamed),
             0.93,
             extra_evidence=lines,
         )
@@ -513,16 +520,16 @@ def _container_modprobe_failed(state: _State) -> list[Finding]:
     )
     if renamed:
         text += " Old names that no longer exist on this kernel: " + ", ".join(renamed) + "."
-    rule_mods = _rule_modules(state, state.backend)
+    rule_mods = _rule_modules(state, state.backend).modules
     all_mods = _dedupe([*modules, *rule_mods])
     return [
         _finding(
             state,
-            lc.CONTAINER_MODPROBE_FAILED,
+            lc.CauseCode.CONTAINER_MODPROBE_FAILED,
             all_mods,
             [*found, *refused, *no_tree],
             text,
-            fixes.container_modprobe(all_mods, state.backend.value, state.profile),
+            fixes.container_modprobe(all_mods, state.backend, state.profile),
             0.3 if not real else 0.75,
             rule_modules=rule_mods,
         )
@@ -531,7 +538,9 @@ def _container_modprobe_failed(state: _State) -> list[Finding]:
 
 def _legacy_table_missing(state: _State) -> list[Finding]:
     sigs = [
-        s for s in state.of(Kind.TABLE_MISSING, Kind.CORE_MISSING) if s.backend in (None, "legacy")
+        s
+        for s in state.of(Kind.TABLE_MISSING, Kind.CORE_MISSING)
+        if s.backend in (None, Backend.LEGACY)
     ]
     if not sigs:
         return []
@@ -544,7 +553,8 @@ def _legacy_table_missing(state: _State) -> list[Finding]:
             implicated.append(_module_for_request(table_request(fam, s.table), state))
             tables.append(f"{'ip6tables' if fam is Family.IPV6 else 'iptables'} {s.table}")
     implicated_t = _dedupe(implicated)
-    rule_mods = _rule_modules(state, Backend.LEGACY)
+    found = _rule_modules(state, Backend.LEGACY)
+    rule_mods = found.modules
     modules = _dedupe([*implicated_t, *rule_mods])
     no_tree = state.of(Kind.MODPROBE_NO_TREE)
     not_found = state.of(Kind.MODPROBE_NOT_FOUND)
@@ -568,17 +578,17 @@ def _legacy_table_missing(state: _State) -> list[Finding]:
         )
     if rule_mods:
         text += (
-            _rules_phrase(state) + ", ".join(rule_mods) + " (derived with meshready's "
+            _rules_phrase(state, found) + ", ".join(rule_mods) + " (derived with meshready's "
             "assessment, not only the first that failed)."
         )
     return [
         _finding(
             state,
-            lc.LEGACY_TABLE_MISSING,
+            lc.CauseCode.LEGACY_TABLE_MISSING,
             modules,
             [*sigs, *no_tree, *not_found],
             text,
-            fixes.load_modules(modules, "legacy", state.profile, _selinux_in_log(state)),
+            fixes.load_modules(modules, Backend.LEGACY, state.profile, _selinux_in_log(state)),
             0.9,
             rule_modules=rule_mods,
             selinux=_selinux_in_log(state),
@@ -590,7 +600,7 @@ def _extension_missing(state: _State) -> list[Finding]:
     sigs = state.of(Kind.EXTENSION_MISSING)
     if not sigs:
         return []
-    backend = Backend.NFT if any(s.backend == "nft" for s in sigs) else state.backend
+    backend = Backend.NFT if any(s.backend is Backend.NFT for s in sigs) else state.backend
     if backend is Backend.NFTABLES:
         backend = Backend.NFT
     implicated: list[str] = []
@@ -608,7 +618,8 @@ def _extension_missing(state: _State) -> list[Finding]:
     if backend is Backend.NFT:
         implicated.append(_module_for_request(NFNL_SUBSYS_NFT_COMPAT, state))
     implicated_t = _dedupe(implicated)
-    rule_mods = _rule_modules(state, backend)
+    found = _rule_modules(state, backend)
+    rule_mods = found.modules
     modules = _dedupe([*implicated_t, *rule_mods])
     failed_rules = [
         s for s in state.of(Kind.RULE_FAILED) if s.errno in (Errno.ENOENT, Errno.EOPNOTSUPP)
@@ -628,16 +639,16 @@ def _extension_missing(state: _State) -> list[Finding]:
     ):
         text += "This looks like a gVisor sandbox, whose netstack has no such extension at all. "
     if rule_mods:
-        text += _rules_phrase(state).lstrip() + ", ".join(rule_mods) + "."
+        text += _rules_phrase(state, found).lstrip() + ", ".join(rule_mods) + "."
     selinux = _selinux_in_log(state)
     return [
         _finding(
             state,
-            lc.EXTENSION_MISSING,
+            lc.CauseCode.EXTENSION_MISSING,
             modules,
             [*sigs, *failed_rules],
             text.strip(),
-            fixes.load_modules(modules, backend.value, state.profile, selinux),
+            fixes.load_modules(modules, backend, state.profile, selinux),
             0.9,
             rule_modules=rule_mods,
             selinux=selinux,
@@ -729,7 +740,8 @@ def _nftables_unavailable(state: _State) -> list[Finding]:
     if state.backend in (Backend.NFT, Backend.NFTABLES):
         backend = state.backend
     implicated_t = _dedupe(implicated)
-    rule_mods = _rule_modules(state, backend)
+    found = _rule_modules(state, backend)
+    rule_mods = found.modules
     modules = _dedupe([*implicated_t, *rule_mods])
     text = (
         "The nf_tables backend could not use the kernel: "
@@ -752,15 +764,15 @@ def _nftables_unavailable(state: _State) -> list[Finding]:
         )
     )
     if rule_mods:
-        text += _rules_phrase(state).lstrip() + ", ".join(rule_mods) + "."
+        text += _rules_phrase(state, found).lstrip() + ", ".join(rule_mods) + "."
     out.append(
         _finding(
             state,
-            lc.NFTABLES_UNAVAILABLE,
+            lc.CauseCode.NFTABLES_UNAVAILABLE,
             modules,
             sigs,
             text.strip(),
-            fixes.nftables(modules, backend.value, state.profile),
+            fixes.nftables(modules, backend, state.profile),
             0.6 if guess else 0.85,
             rule_modules=rule_mods,
         )
@@ -771,7 +783,6 @@ def _nftables_unavailable(state: _State) -> list[Finding]:
 def _permission_denied(state: _State) -> list[Finding]:
     """EPERM: no CAP_NET_ADMIN (CAP_NET_RAW) in the network namespace's owning user namespace."""
     perms = [s for s in state.of(Kind.PERMISSION) if s.errno is Errno.EPERM]
-    refused_perm: list[Signal] = []
     if not perms:
         return []
     if not state.failed and all(s.detail == "generic" for s in perms):
@@ -779,7 +790,6 @@ def _permission_denied(state: _State) -> list[Finding]:
         return []
     selinux = _selinux_in_log(state)
     must_be_root = any("must be root" in s.errno_text.lower() for s in perms)
-    nft = any(s.backend in ("nft", "nftables") for s in perms)
     tables = _dedupe(s.table or "" for s in perms)
     userns = any(
         re.search(
@@ -804,11 +814,11 @@ def _permission_denied(state: _State) -> list[Finding]:
     return [
         _finding(
             state,
-            lc.PERMISSION_DENIED,
+            lc.CauseCode.PERMISSION_DENIED,
             (),
-            [*perms, *refused_perm],
+            perms,
             text,
-            fixes.permission(selinux, must_be_root, nft),
+            fixes.permission(selinux, must_be_root),
             0.9 if must_be_root else 0.85,
             selinux=selinux,
         )
@@ -837,7 +847,7 @@ def _lsm_denied(state: _State) -> list[Finding]:
     return [
         _finding(
             state,
-            lc.LSM_DENIED,
+            lc.CauseCode.LSM_DENIED,
             (),
             [*perms, *avc],
             text,
@@ -860,9 +870,7 @@ def _ipv6_disabled(state: _State) -> list[Finding]:
         "can exist. Loading modules does not help; the mesh must not program IPv6 on this node, "
         "or the node must boot with IPv6."
     )
-    return [
-        _finding(state, lc.IPV6_DISABLED, (), sigs, text, fixes.ipv6_disabled(state.profile), 0.9)
-    ]
+    return [_finding(state, lc.CauseCode.IPV6_DISABLED, (), sigs, text, fixes.ipv6_disabled(), 0.9)]
 
 
 def _tool_missing(state: _State) -> list[Finding]:
@@ -882,7 +890,7 @@ def _tool_missing(state: _State) -> list[Finding]:
     return [
         _finding(
             state,
-            lc.TOOL_MISSING,
+            lc.CauseCode.TOOL_MISSING,
             (),
             [*sigs, *failures],
             text,
@@ -908,7 +916,9 @@ def _foreign_rules(state: _State) -> list[Finding]:
         )
         + ". The rules were added by another tool on the node."
     )
-    return [_finding(state, lc.FOREIGN_RULES, (), sigs, text, fixes.foreign_rules(), 0.85)]
+    return [
+        _finding(state, lc.CauseCode.FOREIGN_RULES, (), sigs, text, fixes.foreign_rules(), 0.85)
+    ]
 
 
 def _leftover_rules(state: _State) -> list[Finding]:
@@ -928,7 +938,7 @@ def _leftover_rules(state: _State) -> list[Finding]:
     return [
         _finding(
             state,
-            lc.LEFTOVER_RULES,
+            lc.CauseCode.LEFTOVER_RULES,
             (),
             sigs,
             text,
@@ -947,7 +957,7 @@ def _xtables_lock(state: _State) -> list[Finding]:
         "xtables lock'): another iptables user on the node held it at that moment. Transient; "
         "the caller should wait for the lock (-w)."
     )
-    return [_finding(state, lc.XTABLES_LOCK, (), sigs, text, fixes.xtables_lock(), 0.8)]
+    return [_finding(state, lc.CauseCode.XTABLES_LOCK, (), sigs, text, fixes.xtables_lock(), 0.8)]
 
 
 def _redirect_not_applied(state: _State) -> list[Finding]:
@@ -970,7 +980,7 @@ def _redirect_not_applied(state: _State) -> list[Finding]:
     return [
         _finding(
             state,
-            lc.REDIRECT_NOT_APPLIED,
+            lc.CauseCode.REDIRECT_NOT_APPLIED,
             (),
             [*failed, *probes[:3]],
             text,
@@ -1076,7 +1086,7 @@ def _rule_rejected(state: _State) -> list[Finding]:
     return [
         _finding(
             state,
-            lc.RULE_REJECTED,
+            lc.CauseCode.RULE_REJECTED,
             candidates,
             sigs,
             " ".join(parts),
@@ -1178,7 +1188,7 @@ def _unknown(state: _State) -> Finding:
     ends = _dedupe(f"exit status {s.number}" for s in outcome if s.number is not None)
     if ends:
         text += f" It ended with {', '.join(ends)}."
-    return _finding(state, lc.UNKNOWN, (), sigs, text, fixes.unknown(), 0.2)
+    return _finding(state, lc.CauseCode.UNKNOWN, (), sigs, text, fixes.unknown(), 0.2)
 
 
 _FATAL_WITH_CAUSE = (
@@ -1203,10 +1213,10 @@ def _fatal_decides(state: _State, findings: list[Finding]) -> list[Finding]:
         return findings
     if not any(not s.warning for s in state.of(*_FATAL_WITH_CAUSE)):
         return findings
-    kept = [f for f in findings if f.cause != lc.EXTENSION_MISSING]
+    kept = [f for f in findings if f.cause != lc.CauseCode.EXTENSION_MISSING]
     if not kept:
         return findings
-    dropped = [f for f in findings if f.cause == lc.EXTENSION_MISSING]
+    dropped = [f for f in findings if f.cause == lc.CauseCode.EXTENSION_MISSING]
     top = max(kept, key=lambda f: (f.confidence, -lc.CAUSES[f.cause].rank))
     supporting = [e for f in dropped for e in f.evidence_lines]
     merged = {e.line: e for e in [*top.evidence_lines, *supporting]}
@@ -1226,14 +1236,13 @@ def _fatal_decides(state: _State, findings: list[Finding]) -> list[Finding]:
     return [replaced if f is top else f for f in kept]
 
 
-def _promote_root_causes(findings: list[Finding]) -> None:
+def _promote_root_causes(findings: list[Finding]) -> list[Finding]:
     """A module that does not exist explains every finding that needs it: rank it first."""
-    absent = next((f for f in findings if f.cause == lc.MODULE_NOT_IN_KERNEL), None)
+    absent = next((f for f in findings if f.cause == lc.CauseCode.MODULE_NOT_IN_KERNEL), None)
     if absent is None or absent.confidence < 0.5:
-        return
+        return findings
     others = {m for f in findings if f is not absent for m in f.modules}
-    if others & set(absent.modules):
-        i = findings.index(absent)
-        findings[i] = Finding(
-            **{**absent.__dict__, "confidence": 0.93},
-        )
+    if not others & set(absent.modules):
+        return findings
+    promoted = replace(absent, confidence=0.93)
+    return [promoted if f is absent else f for f in findings]

@@ -46,7 +46,7 @@ def diagnose_text(text: str, source: str, context: DiagnoseContext | None = None
     return Diagnosis(
         source=source,
         findings=findings,
-        backend=backend.value if (findings or failed) else None,
+        backend=backend if (findings or failed) else None,
         kernel_release=kernel,
         lines=len(lines),
         failed=failed,

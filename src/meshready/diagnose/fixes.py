@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import re
 
+from meshready.actions.persist import PERSIST_PATH
 from meshready.diagnose.model import Command, Fix, Where
 from meshready.knowledge.modules import module_symbol
+from meshready.knowledge.requests import Backend
 
-CONF_PATH = "/etc/modules-load.d/meshready.conf"
 _WIDTH = 72
 _MODULE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 _PROFILE = re.compile(r"^[a-z0-9-]{1,40}$")
-_BACKENDS = ("legacy", "nft", "nftables")
 
 _SELINUX_MODULE_NOTE = (
     "SELinux is involved: the container's domain (container_t) may not ask the kernel to load "
@@ -73,9 +73,9 @@ def _modprobe(mods: tuple[str, ...]) -> Command:
 def _persist(mods: tuple[str, ...]) -> Command:
     body = "".join(f"{m}\n" for m in mods)
     return Command(
-        f"sudo tee {CONF_PATH} >/dev/null <<'EOF'\n{body}EOF",
+        f"sudo tee {PERSIST_PATH} >/dev/null <<'EOF'\n{body}EOF",
         Where.NODE,
-        f"load them at every boot ({CONF_PATH}; replaces an earlier meshready.conf)",
+        f"load them at every boot ({PERSIST_PATH}; replaces an earlier meshready.conf)",
     )
 
 
@@ -87,12 +87,12 @@ _DELETE_POD = Command(
 )
 
 
-def _check(profile: str | None, backend: str | None) -> Command:
+def _check(profile: str | None, backend: Backend | None) -> Command:
     words = ["meshready", "check"]
     if profile and _PROFILE.match(profile):
         words += ["--profile", profile]
-    if backend in _BACKENDS:
-        words += ["--backend", str(backend)]
+    if backend is not None:
+        words += ["--backend", backend.value]
     return Command(
         " ".join(words),
         Where.NODE,
@@ -108,7 +108,7 @@ _MESHREADY_INSTALL = Command(
 
 def load_modules(
     modules: tuple[str, ...],
-    backend: str | None,
+    backend: Backend | None,
     profile: str | None,
     selinux: bool,
     extra_notes: tuple[str, ...] = (),
@@ -127,7 +127,7 @@ def load_modules(
     )
 
 
-def not_in_kernel(modules: tuple[str, ...], release: str | None, renamed: tuple[str, ...]) -> Fix:
+def not_in_kernel(modules: tuple[str, ...], renamed: tuple[str, ...]) -> Fix:
     mods = safe_modules(modules)
     symbols = [f"{m} ({module_symbol(m)})" if module_symbol(m) else m for m in mods]
     notes = [
@@ -160,7 +160,6 @@ def not_in_kernel(modules: tuple[str, ...], release: str | None, renamed: tuple[
                 "built into the kernel? (then nothing needs loading)",
             )
         )
-    _ = release
     return Fix(
         steps=tuple(steps),
         meshready_steps=(
@@ -174,7 +173,9 @@ def not_in_kernel(modules: tuple[str, ...], release: str | None, renamed: tuple[
     )
 
 
-def container_modprobe(modules: tuple[str, ...], backend: str | None, profile: str | None) -> Fix:
+def container_modprobe(
+    modules: tuple[str, ...], backend: Backend | None, profile: str | None
+) -> Fix:
     base = load_modules(modules, backend, profile, selinux=False)
     notes = (
         "The modprobe that failed ran inside a container, against the container's module tree. "
@@ -185,7 +186,7 @@ def container_modprobe(modules: tuple[str, ...], backend: str | None, profile: s
     return Fix(base.steps, base.modules_load_conf, base.meshready_steps, notes)
 
 
-def permission(selinux: bool, must_be_root: bool, nft: bool) -> Fix:
+def permission(selinux: bool, must_be_root: bool) -> Fix:
     notes = [
         "The kernel answered EPERM: no CAP_NET_ADMIN (and CAP_NET_RAW for iptables-legacy) in the "
         "user namespace that owns the pod's network namespace. Give the init container "
@@ -203,7 +204,6 @@ def permission(selinux: bool, must_be_root: bool, nft: bool) -> Fix:
         notes.insert(0, "'(you must be root)' is how iptables prints EPERM.")
     if selinux:
         notes.append(_SELINUX_NETFILTER_NOTE)
-    _ = nft
     return Fix(
         steps=(
             Command(
@@ -265,7 +265,7 @@ def lsm(selinux: bool) -> Fix:
     )
 
 
-def ipv6_disabled(profile: str | None) -> Fix:
+def ipv6_disabled() -> Fix:
     notes = [
         "The node's kernel runs without IPv6 (ipv6.disable=1 on the kernel command line), so "
         "ip6tables cannot work at all; loading modules does not change that.",
@@ -273,7 +273,6 @@ def ipv6_disabled(profile: str | None) -> Fix:
         "ISTIO_DUAL_STACK off and no IPv6 pod CIDR; Cilium: --enable-ipv6=false; Linkerd: "
         "proxyInit.ipv6 / disableIPv6), or boot the node with IPv6 enabled.",
     ]
-    _ = profile
     return Fix(
         steps=(
             Command(
@@ -403,7 +402,7 @@ def redirect(container: str | None) -> Fix:
     )
 
 
-def nftables(modules: tuple[str, ...], backend: str | None, profile: str | None) -> Fix:
+def nftables(modules: tuple[str, ...], backend: Backend | None, profile: str | None) -> Fix:
     base = load_modules(modules, backend, profile, selinux=False)
     notes = (
         "If the kernel has no nf_tables at all (very old or minimal kernels, some NAS and WSL "

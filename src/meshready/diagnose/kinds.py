@@ -12,6 +12,7 @@ from enum import StrEnum
 
 from meshready.diagnose.readers import LogLine
 from meshready.knowledge.log_causes import Errno
+from meshready.knowledge.requests import Backend, Family
 
 __all__ = ["Errno", "Kind", "LineView", "Signal", "Step"]
 
@@ -58,23 +59,19 @@ class Signal:
     kind: Kind
     line: LogLine
     table: str | None = None
-    family: str | None = None  # "ipv4" | "ipv6"
+    family: Family | None = None
     name: str | None = None  # extension, module, request (kmod) or chain name
     revision: int | None = None
     ext_kind: str | None = None  # "match" | "target"
     errno: Errno | None = None
     errno_text: str = ""  # the errno as the tool wrote it
-    backend: str | None = None  # "legacy" | "nft" | "nftables"
+    backend: Backend | None = None
     detail: str = ""
     number: int | None = None  # exit code, restore line number
     extra: tuple[str, ...] = field(default=())  # nft: (quoted rule, underlined part)
     warning: bool = False  # printed as a warning: supporting evidence, never the deciding line
     step: Step = Step.UNKNOWN  # what the command before it was doing
     command: str | None = None  # that command, when the log traced it
-
-    @property
-    def is_setup_failure(self) -> bool:
-        return self.step is Step.SETUP
 
 
 @dataclass(frozen=True)
@@ -102,7 +99,39 @@ class LineView:
         (in other text Unicode case folding, "ſ" for an "s", makes no such promise)."""
         return self.lines[self.index].text.isascii()
 
-    def signal(self, kind: Kind, **kw: object) -> Signal:
-        base: dict[str, object] = {"step": self.step, "command": self.command}
-        base.update(kw)
-        return Signal(kind, self.line, **base)  # type: ignore[arg-type]
+    def signal(
+        self,
+        kind: Kind,
+        *,
+        table: str | None = None,
+        family: Family | None = None,
+        name: str | None = None,
+        revision: int | None = None,
+        ext_kind: str | None = None,
+        errno: Errno | None = None,
+        errno_text: str = "",
+        backend: Backend | None = None,
+        detail: str = "",
+        number: int | None = None,
+        extra: tuple[str, ...] = (),
+        warning: bool = False,
+    ) -> Signal:
+        """A signal read from this line, with the step and command before it."""
+        return Signal(
+            kind,
+            self.line,
+            table=table,
+            family=family,
+            name=name,
+            revision=revision,
+            ext_kind=ext_kind,
+            errno=errno,
+            errno_text=errno_text,
+            backend=backend,
+            detail=detail,
+            number=number,
+            extra=extra,
+            warning=warning,
+            step=self.step,
+            command=self.command,
+        )

@@ -16,17 +16,14 @@ from dataclasses import dataclass, field
 from meshready.assess.resolve import knowledge_index, resolve_request
 from meshready.diagnose.readers import LogLine
 from meshready.errors import InputError
-from meshready.knowledge.iptables import STANDARD_TARGETS, TABLES
+from meshready.knowledge.iptables import COMMANDS, STANDARD_TARGETS, TABLES
 from meshready.knowledge.renames import parse_kernel_version
 from meshready.knowledge.requests import Backend, Family, Need
 from meshready.rules.derive import needs_for
-from meshready.rules.iptables_parser import parse_iptables
+from meshready.rules.iptables_parser import chain_declaration, parse_iptables, table_header
 from meshready.rules.model import NftRuleset, Ruleset, XtRuleset
 from meshready.rules.nft_parser import parse_nft
 
-_TABLE_HEAD = re.compile(r"^\*\s*(?P<table>\w+)\s*$")
-_CHAIN_DECL = re.compile(r"^:(?P<chain>[\w-]+)\s")
-_RULE = re.compile(r"^(?P<cmd>-[AINR]|--(?:append|insert|new-chain|replace))\s+(?P<chain>[\w-]+)")
 _COMMAND = re.compile(
     r"(?:^|\s|[>;+]\s?)(?P<bin>(?:/\S*/)?ip6?tables(?:-legacy|-nft)?)\s+(?P<args>.*)$"
 )
@@ -35,10 +32,19 @@ _SHELL_FIRST = frozenset("<>+:$")  # what _SHELL_PREFIX can start with (speed: a
 _NFT_CMD = re.compile(
     r"^(?:nft\s+)?(?P<verb>add|insert|create|replace)\s+(?P<obj>table|chain|rule)\s+(?P<rest>.+)$"
 )
-_ADDS = re.compile(r"\s(?:-[AINR]|--append|--insert|--new-chain)\s")
-_TABLE_OPTION = re.compile(r"(?:^|\s)(?:-t|--table)\s+(\w+)")
+# Logs lose the quotes that keep a comment one word ("--comment proxy-init/ignore-port/1629"
+# inside a quoted log message): a quoted comment or the one word after --comment is dropped, so
+# that rules differing only in their comment are one rule.
 _COMMENT = re.compile(r"\s+-m comment --comment\s+(\"[^\"]*\"|\S+)")
-_TARGET = re.compile(r"(?:^|\s)(?:-j|--jump|-g|--goto)\s+(?P<t>[\w-]+)")
+# The commands that add a rule or a chain (short forms of knowledge.iptables.COMMANDS).
+_ADDING = frozenset({"-A", "-I", "-R", "-N"})
+_TABLE_OPTIONS = frozenset({"-t", "--table"})
+_JUMPS = frozenset({"-j", "--jump", "-g", "--goto"})
+# Log text is split on blanks, not read as shell words: logs print rules inside their own quoted
+# messages, so quotes in them do not pair up. A name ends where the punctuation of the sentence
+# around it starts ("-N CONSUL_PROXY_INBOUND, err: exit status 3").
+_NAME = re.compile(r"[\w-]+")
+_TABLE_NAME = re.compile(r"\w+")
 
 
 @dataclass
@@ -73,9 +79,9 @@ def find_rules(lines: list[LogLine]) -> LogRules:
         text = ln.text.strip()
         if text[:1] in _SHELL_FIRST:
             text = _SHELL_PREFIX.sub("", text)
-        head = _TABLE_HEAD.match(text) if text[:1] == "*" else None
-        if head and head.group("table") in TABLES:
-            table = head.group("table")
+        head = table_header(text)
+        if head in TABLES:
+            table = head
             family = Family.IPV6 if "ip6tables" in intro.lower() else Family.IPV4
             block_line = 0
             continue
@@ -84,26 +90,21 @@ def find_rules(lines: list[LogLine]) -> LogRules:
             if text == "COMMIT":
                 table = None
                 continue
-            decl = _CHAIN_DECL.match(text)
-            if decl:
-                found.chains.setdefault((family, table), set()).add(decl.group("chain"))
+            decl = chain_declaration(text)
+            if decl is not None and _declares(text, decl):
+                found.chains.setdefault((family, table), set()).add(decl[0])
                 continue
-            if _RULE.match(text):
+            if _adds_to(text) is not None:
                 _add(found, seen, family, table, text, block_line + 1)
                 continue
             if text.startswith("#") or not text:
                 continue
             table = None  # the block ended without COMMIT (cut short)
         cmd = _COMMAND.search(text) if "tables" in text else None
-        if cmd and _ADDS.search(f" {cmd['args']} "):
+        if cmd and _names_adding_command(cmd["args"]):
             fam = Family.IPV6 if "ip6tables" in cmd.group("bin") else Family.IPV4
-            args = cmd.group("args")
-            tbl = "filter"
-            tm = _TABLE_OPTION.search(args)
-            if tm:
-                tbl = tm.group(1)
-                args = (args[: tm.start()] + args[tm.end() :]).strip()
-            if tbl in TABLES and _RULE.match(args):
+            tbl, args = _table_option(cmd["args"])
+            if tbl in TABLES and _adds_to(args) is not None:
                 _add(found, seen, fam, tbl, args, ln.lineno)
             continue
         nm = _NFT_CMD.match(text)
@@ -112,6 +113,54 @@ def find_rules(lines: list[LogLine]) -> LogRules:
             continue
         intro = text
     return found
+
+
+def _adds_to(rule: str) -> str | None:
+    """The chain a rule line adds to (``-A CHAIN ...``, ``-N CHAIN``), None for other lines."""
+    words = rule.split(None, 2)
+    if len(words) < 2 or COMMANDS.get(words[0]) not in _ADDING:
+        return None
+    name = _NAME.match(words[1])
+    return name.group() if name else None
+
+
+def _declares(text: str, words: list[str]) -> bool:
+    """A chain declaration as iptables-save prints one: ``:NAME POLICY ...``, the name right after
+    the colon; a policy is required (iptables/iptables-restore.c, "policy invalid")."""
+    return len(words) > 1 and text[1:2] == words[0][:1] and _NAME.fullmatch(words[0]) is not None
+
+
+def _names_adding_command(args: str) -> bool:
+    # "--replace" in a command line never made it a rule here (only -R did); kept as it was
+    return any(COMMANDS.get(w) in _ADDING and w != "--replace" for w in args.split())
+
+
+def _table_option(args: str) -> tuple[str, str]:
+    """The table an ``iptables`` command line names (filter by default) and its arguments
+    without the ``-t TABLE`` option."""
+    words = args.split()
+    for i, word in enumerate(words[:-1]):
+        name = _TABLE_NAME.match(words[i + 1]) if word in _TABLE_OPTIONS else None
+        if name:
+            tail = len(words[i + 1]) - name.end()  # punctuation after the name stays
+            return name.group(), _without_words(args, i, 2, tail)
+    return "filter", args
+
+
+def _without_words(text: str, first: int, count: int, keep: int = 0) -> str:
+    """``text`` without ``count`` blank-separated words from word ``first`` on and the one blank
+    before them, but for the last ``keep`` characters of the last word; stripped."""
+    bounds: list[tuple[int, int]] = []
+    i = 0
+    while i < len(text) and len(bounds) < first + count:
+        while i < len(text) and text[i].isspace():
+            i += 1
+        start = i
+        while i < len(text) and not text[i].isspace():
+            i += 1
+        bounds.append((start, i))
+    cut_from = bounds[first][0] - 1 if first else 0
+    return (text[:cut_from] + text[bounds[first + count - 1][1] - keep :]).strip()
 
 
 def _add(
@@ -128,13 +177,25 @@ def _add(
     if key in seen:
         return  # and its chains were recorded the first time (a long log repeats its rules)
     chains = found.chains.setdefault((family, table), set())
-    rm = _RULE.match(text)
-    if rm:
-        chains.add(rm.group("chain"))
-    for tm in _TARGET.finditer(text):
-        name = tm.group("t")
-        if name not in STANDARD_TARGETS and ("_" in name or "-" in name or name != name.upper()):
+    chain = _adds_to(text)
+    if chain is not None:
+        chains.add(chain)
+    words = text.split()
+    i = 0
+    while i < len(words) - 1:
+        if words[i] not in _JUMPS:
+            i += 1
+            continue
+        found_name = _NAME.match(words[i + 1])
+        name = found_name.group() if found_name else ""
+        # Only names that look like chains: targets are upper-case words (MARK, REDIRECT)
+        if (
+            name
+            and name not in STANDARD_TARGETS
+            and ("_" in name or "-" in name or name != name.upper())
+        ):
             chains.add(name)
+        i += 2  # the name is taken, even when it is a jump option itself ("-j -j")
     seen.add(key)
     found.xt.setdefault((family, table), []).append((number, text))
 

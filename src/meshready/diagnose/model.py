@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from meshready.knowledge.log_causes import CauseCode
 from meshready.knowledge.requests import Backend
 
 
@@ -100,7 +101,7 @@ class Evidence:
 
 @dataclass(frozen=True)
 class Finding:
-    cause: str
+    cause: CauseCode
     title: str
     modules: tuple[str, ...]
     evidence: tuple[str, ...]
@@ -112,14 +113,14 @@ class Finding:
     rule_modules: tuple[str, ...] = ()
     evidence_lines: tuple[Evidence, ...] = field(default=(), compare=False)
     selinux: bool = False
-    backend: str | None = None
+    backend: Backend | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "cause": self.cause,
+            "cause": self.cause.value,
             "title": self.title,
             "confidence": round(self.confidence, 2),
-            "backend": self.backend,
+            "backend": None if self.backend is None else self.backend.value,
             "modules": list(self.modules),
             "rule_modules": list(self.rule_modules),
             "selinux": self.selinux,
@@ -134,7 +135,7 @@ class Finding:
 class Diagnosis:
     source: str
     findings: list[Finding]
-    backend: str | None
+    backend: Backend | None
     kernel_release: str | None
     lines: int  # logical lines read
     failed: bool  # the log shows a failed run
@@ -147,7 +148,7 @@ class Diagnosis:
         return {
             "source": self.source,
             "ok": self.ok,
-            "backend": self.backend,
+            "backend": None if self.backend is None else self.backend.value,
             "kernel_release": self.kernel_release,
             "lines": self.lines,
             "failed": self.failed,

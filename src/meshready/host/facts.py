@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import platform
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from meshready.boundedio import SMALL_CAP, read_text, read_text_or_none
+from meshready.boundedio import SMALL_CAP, read_text
 from meshready.errors import InputError
 from meshready.host.kconfig import KernelConfig, find_config, read_config_file
-from meshready.host.loaded import LoadedModules, parse_lsmod, parse_proc_modules
+from meshready.host.kernel_state import (
+    modprobe_helper,
+    modules_disabled,
+    read_optional,
+    read_proc_modules,
+    running_release,
+    sysfs_modules,
+)
+from meshready.host.loaded import LoadedModules, parse_lsmod
 from meshready.host.modindex import ModuleIndex, find_modules_dir, load_index
 from meshready.host.root import HostRoot
 from meshready.safetext import one_line
@@ -46,11 +53,6 @@ class HostFacts:
         return replace(self, loaded=None, sysfs_modules=sysfs)
 
 
-def _read_text(path: Path) -> str | None:
-    """An optional host file: None when absent, unreadable, not a regular file, or oversized."""
-    return read_text_or_none(path, cap=4 * SMALL_CAP)
-
-
 # systemd-modules-load's search path (modules-load.d(5)); later directories lose on equal names.
 MODULES_LOAD_DIRS = ("/etc/modules-load.d", "/run/modules-load.d", "/usr/lib/modules-load.d")
 
@@ -64,7 +66,7 @@ def read_boot_modules(root: HostRoot) -> dict[str, tuple[str, ...]]:
         except OSError:
             continue
         for path in files:
-            text = _read_text(path)
+            text = read_optional(path)
             if text is None:
                 continue
             names = []
@@ -76,21 +78,14 @@ def read_boot_modules(root: HostRoot) -> dict[str, tuple[str, ...]]:
     return out
 
 
-def running_release(root: HostRoot) -> str:
-    text = _read_text(root.path("/proc/sys/kernel/osrelease"))
-    return text.strip() if text else os.uname().release
-
-
 def gather_live(root: HostRoot | None = None, modules_dir: Path | None = None) -> HostFacts:
     """The running kernel, with the module tree and config from ``root`` (``/`` on the node)."""
     root = root or HostRoot()
     if not root.is_live and not root.root.is_dir():  # missing, a file, a symbolic link loop
         raise InputError("--host-root", f"{root.root}: not a directory (the node's root mounted)")
     release = running_release(root)
-    proc_modules = root.path("/proc/modules")
-    text = _read_text(proc_modules)
-    loaded = parse_proc_modules(text, str(proc_modules)) if text is not None else None
-    module_support: bool | None = text is not None
+    loaded = read_proc_modules(root)
+    module_support: bool | None = loaded is not None
 
     index: ModuleIndex | None = None
     if modules_dir is not None:
@@ -104,16 +99,9 @@ def gather_live(root: HostRoot | None = None, modules_dir: Path | None = None) -
 
     config_path = find_config(root, release)
     config = read_config_file(config_path) if config_path else None
-    if config is not None and text is None:
+    if config is not None and loaded is None:
         module_support = config.modules_supported
 
-    sys_module = root.path("/sys/module")
-    try:
-        sysfs = frozenset(p.name for p in sys_module.iterdir())
-    except OSError:
-        sysfs = None
-    modprobe = _read_text(root.path("/proc/sys/kernel/modprobe"))
-    disabled = _read_text(root.path("/proc/sys/kernel/modules_disabled"))
     return HostFacts(
         source=root.describe(),
         release=release,
@@ -122,9 +110,9 @@ def gather_live(root: HostRoot | None = None, modules_dir: Path | None = None) -
         index=index,
         config=config,
         module_support=module_support,
-        sysfs_modules=sysfs,
-        modprobe_path=modprobe.strip() if modprobe else None,
-        modules_disabled=(disabled.strip() == "1") if disabled else None,
+        sysfs_modules=sysfs_modules(root),
+        modprobe_path=modprobe_helper(root),
+        modules_disabled=modules_disabled(root),
         boot_modules=read_boot_modules(root),
     )
 

@@ -19,7 +19,8 @@ from meshready.errors import InputError
 
 MODULE_SUFFIXES = (".ko", ".ko.xz", ".ko.zst", ".ko.gz")
 _WILDCARD = set("*?[")
-_MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+# a module name as the kernel and kmod write it: never a path, never an option
+MODULE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
 def normalize(name: str) -> str:
@@ -91,7 +92,7 @@ def _read(path: Path, required: bool) -> str | None:
         if required:
             raise InputError(
                 str(path), "not found (is this a module directory with depmod output?)"
-            ) from None
+            )
         return None
     return read_text(path, cap=DEFAULT_CAP)
 
@@ -136,7 +137,7 @@ def parse_modules_alias(
         if len(parts) != 3 or parts[0] != "alias":
             raise InputError(source, f"expected 'alias PATTERN MODULE', got {line[:60]!r}", lineno)
         pattern, module = normalize(parts[1]), normalize(parts[2])
-        if not _MODULE_NAME.fullmatch(module):
+        if not MODULE_NAME.fullmatch(module):
             # a target is a module's name, never a path: it is printed, loaded and persisted
             raise InputError(source, f"alias target {parts[2][:60]!r} is not a module name", lineno)
         if _WILDCARD & set(pattern):

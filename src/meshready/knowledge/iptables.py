@@ -90,3 +90,39 @@ def nft_chain_type(table: str, chain: str) -> str:
     if table == "mangle" and chain == "OUTPUT":
         return "route"
     return "filter"
+
+
+# iptables(8) COMMANDS that read or change rules and chains, every spelling -> its short form.
+# Listing commands (-L, -S) are not here: rules files and logs never apply them.
+COMMANDS: dict[str, str] = {
+    "-A": "-A",
+    "--append": "-A",
+    "-I": "-I",
+    "--insert": "-I",
+    "-R": "-R",
+    "--replace": "-R",
+    "-D": "-D",
+    "--delete": "-D",
+    "-N": "-N",
+    "--new-chain": "-N",
+    "-X": "-X",
+    "--delete-chain": "-X",
+    "-F": "-F",
+    "--flush": "-F",
+    "-Z": "-Z",
+    "--zero": "-Z",
+    "-P": "-P",
+    "--policy": "-P",
+    "-E": "-E",
+    "--rename-chain": "-E",
+}
+
+# Commands followed by a chain and a rule specification (short forms); -I, -R and -D may put a
+# rule number between the two (iptables(8): "-I chain [rulenum] rule-specification").
+RULE_COMMANDS = frozenset({"-A", "-I", "-R", "-D"})
+NUMBERED_RULE_COMMANDS = frozenset({"-I", "-R", "-D"})
+
+# Commands on whole chains (short forms) and how many arguments they take; -1: an optional chain
+# (iptables(8): "-X [chain]", "-F [chain]", "-Z [chain [rulenum]]", "-P chain target",
+# "-E old-chain new-chain").
+CHAIN_COMMAND_ARGS: dict[str, int] = {"-N": 1, "-X": -1, "-F": -1, "-Z": -1, "-P": 2, "-E": 2}

@@ -12,28 +12,32 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-LEGACY_TABLE_MISSING = "legacy-table-missing"
-EXTENSION_MISSING = "extension-missing"
-NFTABLES_UNAVAILABLE = "nftables-unavailable"
-MODULE_REQUEST_DENIED = "module-request-denied"
-PERMISSION_DENIED = "permission-denied"
-MODULE_NOT_IN_KERNEL = "module-not-in-kernel"
-REDIRECT_NOT_APPLIED = "redirect-not-applied"
-RULE_REJECTED = "rule-rejected"
-UNKNOWN = "unknown"
-# Added with issue 11: distinct root causes that deserve their own fix text.
-LSM_DENIED = "lsm-denied"
-IPV6_DISABLED = "ipv6-disabled"
-TOOL_MISSING = "tool-missing"
-FOREIGN_RULES = "foreign-rules"
-LEFTOVER_RULES = "leftover-rules"
-XTABLES_LOCK = "xtables-lock"
-CONTAINER_MODPROBE_FAILED = "container-modprobe-failed"
+
+class CauseCode(StrEnum):
+    """The stable code of a cause: the ``cause`` of a finding in JSON, and docs/diagnose.md."""
+
+    LEGACY_TABLE_MISSING = "legacy-table-missing"
+    EXTENSION_MISSING = "extension-missing"
+    NFTABLES_UNAVAILABLE = "nftables-unavailable"
+    MODULE_REQUEST_DENIED = "module-request-denied"
+    PERMISSION_DENIED = "permission-denied"
+    MODULE_NOT_IN_KERNEL = "module-not-in-kernel"
+    REDIRECT_NOT_APPLIED = "redirect-not-applied"
+    RULE_REJECTED = "rule-rejected"
+    UNKNOWN = "unknown"
+    # Added with issue 11: distinct root causes that deserve their own fix text.
+    LSM_DENIED = "lsm-denied"
+    IPV6_DISABLED = "ipv6-disabled"
+    TOOL_MISSING = "tool-missing"
+    FOREIGN_RULES = "foreign-rules"
+    LEFTOVER_RULES = "leftover-rules"
+    XTABLES_LOCK = "xtables-lock"
+    CONTAINER_MODPROBE_FAILED = "container-modprobe-failed"
 
 
 @dataclass(frozen=True)
 class Cause:
-    code: str
+    code: CauseCode
     title: str
     meaning: str
     # Order among findings of equal confidence: lower comes first (root causes before symptoms).
@@ -41,11 +45,11 @@ class Cause:
     sources: tuple[str, ...]
 
 
-CAUSES: dict[str, Cause] = {
+CAUSES: dict[CauseCode, Cause] = {
     c.code: c
     for c in (
         Cause(
-            MODULE_REQUEST_DENIED,
+            CauseCode.MODULE_REQUEST_DENIED,
             "a security module refused to load a kernel module",
             "The kernel asked modprobe for a module on behalf of the container and an LSM (SELinux "
             "on RHEL, Oracle Linux, Fedora CoreOS; kernel lockdown or module signing elsewhere) "
@@ -59,7 +63,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            MODULE_NOT_IN_KERNEL,
+            CauseCode.MODULE_NOT_IN_KERNEL,
             "the module does not exist for the node's kernel",
             "The node's own assessment (the meshready agent's published state, or an offline "
             "`meshready check`) found the module absent: the kernel was built without it (Talos, "
@@ -75,7 +79,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            LEGACY_TABLE_MISSING,
+            CauseCode.LEGACY_TABLE_MISSING,
             "an iptables-legacy table (or ip_tables itself) is not loaded",
             "iptables-legacy talks to ip_tables/ip6_tables through a socket option. Nothing in the "
             "kernel loads ip_tables: only the iptables binary runs modprobe for it, and inside a pod "
@@ -92,7 +96,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            EXTENSION_MISSING,
+            CauseCode.EXTENSION_MISSING,
             "a match or target module is missing",
             "A rule uses an x_tables match or target (owner, REDIRECT, CT, comment, ...) whose "
             "module the kernel could not load. iptables asks the kernel for ipt_NAME; the module "
@@ -107,7 +111,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            NFTABLES_UNAVAILABLE,
+            CauseCode.NFTABLES_UNAVAILABLE,
             "nf_tables, or an nft chain type or expression, is missing",
             "The nf_tables backend (iptables-nft or native nft) could not use the kernel: nf_tables "
             "or nfnetlink is absent ('Could not fetch rule set generation id'), a chain type such "
@@ -123,7 +127,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            PERMISSION_DENIED,
+            CauseCode.PERMISSION_DENIED,
             "the container may not use netfilter (EPERM: no CAP_NET_ADMIN there)",
             "The kernel answered EPERM: the process has no CAP_NET_ADMIN (CAP_NET_RAW for the raw "
             "socket iptables-legacy opens) in the user namespace that owns the network namespace. "
@@ -142,7 +146,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            REDIRECT_NOT_APPLIED,
+            CauseCode.REDIRECT_NOT_APPLIED,
             "a validation probe saw no redirection",
             "A validation init container (istio-validation, linkerd-network-validator) connected "
             "to a probe address and the connection was not redirected to the proxy port: the "
@@ -156,7 +160,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            RULE_REJECTED,
+            CauseCode.RULE_REJECTED,
             "the kernel rejected a rule without saying why",
             "iptables or nft reported that a rule or COMMIT failed, with an errno or a line number "
             "but no name of what was missing. Common reasons: an extension or expression the "
@@ -169,7 +173,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            LSM_DENIED,
+            CauseCode.LSM_DENIED,
             "a security module (SELinux, AppArmor) denied a netfilter operation",
             "The kernel answered EACCES ('Permission denied' without '(you must be root)'): an LSM "
             "refused the operation, not a missing capability. On table or extension setup that is "
@@ -183,7 +187,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            IPV6_DISABLED,
+            CauseCode.IPV6_DISABLED,
             "IPv6 is disabled in the node's kernel but the mesh programs ip6tables",
             "ip6tables got EAFNOSUPPORT ('Address family not supported by protocol'): the node "
             "booted with ipv6.disable=1 (or without IPv6), so no AF_INET6 socket can be opened. "
@@ -195,7 +199,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            TOOL_MISSING,
+            CauseCode.TOOL_MISSING,
             "a program or library the mesh runs is missing from its image or the node",
             "The iptables/nft binary (or a shared library or iptables extension library it loads) "
             "is not where the init container, CNI plugin or agent runs it: exit status 127, "
@@ -211,7 +215,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            FOREIGN_RULES,
+            CauseCode.FOREIGN_RULES,
             "the tables hold rules this iptables cannot read",
             "Another tool wrote rules the mesh's iptables cannot parse: native nft statements in a "
             "table iptables-nft manages ('is incompatible, use 'nft' tool'), a newer iptables, or a "
@@ -226,7 +230,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            LEFTOVER_RULES,
+            CauseCode.LEFTOVER_RULES,
             "chains or rules left over from an earlier run",
             "The run creates chains that already exist ('Chain already exists', EEXIST): an "
             "earlier run of the same init container (a restarted pod whose init container runs "
@@ -240,7 +244,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            XTABLES_LOCK,
+            CauseCode.XTABLES_LOCK,
             "another process held the xtables lock",
             "iptables gave up waiting for /run/xtables.lock ('Another app is currently holding the "
             "xtables lock. Perhaps you want to use the -w option?'): another iptables user on the "
@@ -255,7 +259,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            CONTAINER_MODPROBE_FAILED,
+            CauseCode.CONTAINER_MODPROBE_FAILED,
             "a modprobe inside the container could not load the modules",
             "A modprobe that ran inside a container found no module tree, or no such module in "
             "the tree it saw ('Module X not found in directory /lib/modules/R', 'can't change "
@@ -270,7 +274,7 @@ CAUSES: dict[str, Cause] = {
             ),
         ),
         Cause(
-            UNKNOWN,
+            CauseCode.UNKNOWN,
             "the init container failed for a reason not recognised",
             "The log shows a failure (non-zero exit, 'aborting firewall configuration', a panic) "
             "but none of the messages meshready knows. The evidence lines are the closest hints.",
@@ -288,7 +292,7 @@ class MessageFamily:
     name: str
     printed_by: str
     means: str
-    cause: str
+    cause: CauseCode
     source: str
 
 
@@ -297,28 +301,28 @@ MESSAGES: tuple[MessageFamily, ...] = (
         "unable-to-initialize-table",
         "iptables-restore / ip6tables-restore (legacy)",
         "the table TABLE could not be opened: ip_tables/ip6_tables or iptable_TABLE is missing",
-        LEGACY_TABLE_MISSING,
+        CauseCode.LEGACY_TABLE_MISSING,
         "iptables/iptables-restore.c (netfilter.org); istio/istio#23009",
     ),
     MessageFamily(
         "table-does-not-exist",
         "iptables / ip6tables (legacy)",
         "\"can't initialize iptables table `TABLE': Table does not exist (do you need to insmod?)\"",
-        LEGACY_TABLE_MISSING,
+        CauseCode.LEGACY_TABLE_MISSING,
         "libiptc iptc_strerror ENOENT; istio/istio#10335",
     ),
     MessageFamily(
         "iptables-who",
         "iptables-save / iptables (legacy)",
         "'Cannot initialize: iptables who? (do you need to insmod?)': ip_tables is not loaded",
-        LEGACY_TABLE_MISSING,
+        CauseCode.LEGACY_TABLE_MISSING,
         "libiptc iptc_strerror",
     ),
     MessageFamily(
         "extension-revision-not-supported",
         "iptables-nft",
         "'Warning: Extension NAME revision N not supported, missing kernel module?' (xt_NAME)",
-        EXTENSION_MISSING,
+        CauseCode.EXTENSION_MISSING,
         "iptables/nft.c; telepresenceio/telepresence#3966",
     ),
     MessageFamily(
@@ -326,21 +330,21 @@ MESSAGES: tuple[MessageFamily, ...] = (
         "iptables (legacy and nft)",
         "\"Couldn't load match `NAME'\" / \"Couldn't load target `NAME'\" (a chain name here means "
         "a missing chain instead)",
-        EXTENSION_MISSING,
+        CauseCode.EXTENSION_MISSING,
         "libxtables xtables_find_match/xtables_find_target",
     ),
     MessageFamily(
         "rule-set-generation-id",
         "iptables-nft",
         "'Could not fetch rule set generation id: Invalid argument': nf_tables/nfnetlink unusable",
-        NFTABLES_UNAVAILABLE,
+        CauseCode.NFTABLES_UNAVAILABLE,
         "iptables/nft.c mnl_genid_get; linkerd/linkerd2#9053",
     ),
     MessageFamily(
         "table-add-failed",
         "iptables-nft",
         "'TABLE_ADD failed (No such file or directory): table nat': nat chain type missing",
-        NFTABLES_UNAVAILABLE,
+        CauseCode.NFTABLES_UNAVAILABLE,
         "deckhouse/deckhouse#3614",
     ),
     MessageFamily(
@@ -348,28 +352,28 @@ MESSAGES: tuple[MessageFamily, ...] = (
         "nft",
         "'Error: Could not process rule: ERRNO' with the rule quoted and the failing part "
         "underlined; the underlined keyword names the expression (redirect -> nft_redir)",
-        NFTABLES_UNAVAILABLE,
+        CauseCode.NFTABLES_UNAVAILABLE,
         "nftables src/mnl.c; istio/istio#58135; pitkley/dfw#90",
     ),
     MessageFamily(
         "avc-module-request",
         "the kernel audit subsystem (SELinux)",
         "'avc: denied { module_request } ... kmod=\"REQUEST\"'",
-        MODULE_REQUEST_DENIED,
+        CauseCode.MODULE_REQUEST_DENIED,
         "istio/istio#24101",
     ),
     MessageFamily(
         "modprobe-not-found",
         "kmod modprobe",
         "'modprobe: FATAL: Module NAME not found in directory /lib/modules/RELEASE'",
-        MODULE_NOT_IN_KERNEL,
+        CauseCode.MODULE_NOT_IN_KERNEL,
         "kmod tools/modprobe.c; orbstack/orbstack#493",
     ),
     MessageFamily(
         "you-must-be-root",
         "iptables (legacy)",
         "'Permission denied (you must be root)': EPERM/EACCES from the kernel",
-        PERMISSION_DENIED,
+        CauseCode.PERMISSION_DENIED,
         "libiptc iptc_strerror; linkerd/linkerd2#2056",
     ),
     MessageFamily(
@@ -377,33 +381,24 @@ MESSAGES: tuple[MessageFamily, ...] = (
         "istio-validation, linkerd-network-validator",
         "the probe connection was not redirected (Error connecting to 127.0.0.6:15002, "
         "'iptables validation failed', 'Failed to validate networking configuration')",
-        REDIRECT_NOT_APPLIED,
+        CauseCode.REDIRECT_NOT_APPLIED,
         "istio tools/istio-iptables/pkg/validation; linkerd/linkerd2#11250",
     ),
     MessageFamily(
         "rule-append-failed",
         "iptables-nft",
         "'RULE_APPEND failed (ERRNO): rule in chain CHAIN' without a named extension",
-        RULE_REJECTED,
+        CauseCode.RULE_REJECTED,
         "iptables/nft.c; kumahq/kuma#12658",
     ),
     MessageFamily(
         "restore-line-failed",
         "iptables-restore (legacy)",
         "'iptables-restore: line N failed' (the kernel rejected the table at COMMIT)",
-        RULE_REJECTED,
+        CauseCode.RULE_REJECTED,
         "iptables/iptables-restore.c",
     ),
 )
-
-# Exit statuses of the xtables tools (iptables include/xtables.h, enum xtables_exittype), which
-# Istio turns into the prefixes 'xtables other problem', 'xtables parameter problem', ...
-XTABLES_EXIT = {
-    1: "other problem",
-    2: "parameter problem",
-    3: "version problem",
-    4: "resource problem",
-}
 
 
 class Errno(StrEnum):
@@ -579,7 +574,7 @@ _ADDED_MESSAGES: tuple[MessageFamily, ...] = (
         "chain-already-exists",
         "iptables (legacy and nft), iptables-nft-restore (CHAIN_USER_ADD failed (File exists))",
         "the run creates a chain that is already there (EEXIST): left over from a run before",
-        LEFTOVER_RULES,
+        CauseCode.LEFTOVER_RULES,
         "libiptc TC_STRERROR EEXIST; istio/istio#21030; cloudnativelabs/kube-router#1256",
     ),
     MessageFamily(
@@ -587,14 +582,14 @@ _ADDED_MESSAGES: tuple[MessageFamily, ...] = (
         "iptables (xshared.c)",
         "'Another app is currently holding the xtables lock. Perhaps you want to use the -w "
         "option?'",
-        XTABLES_LOCK,
+        CauseCode.XTABLES_LOCK,
         "kubernetes/kubernetes#57428",
     ),
     MessageFamily(
         "address-family-not-supported",
         "ip6tables",
         "'Address family not supported by protocol' (EAFNOSUPPORT): IPv6 disabled",
-        IPV6_DISABLED,
+        CauseCode.IPV6_DISABLED,
         "istio/istio#15895; cilium/cilium#18513",
     ),
     MessageFamily(
@@ -602,7 +597,7 @@ _ADDED_MESSAGES: tuple[MessageFamily, ...] = (
         "iptables-nft",
         "\"chain `INPUT' in table `filter' is incompatible, use 'nft' tool\"; \"Can't find library "
         "for match `X'\"",
-        FOREIGN_RULES,
+        CauseCode.FOREIGN_RULES,
         "cloudnativelabs/kube-router#1777; cilium/cilium#22546",
     ),
     MessageFamily(
@@ -610,7 +605,7 @@ _ADDED_MESSAGES: tuple[MessageFamily, ...] = (
         "shells, Go os/exec, nsenter, the dynamic loader",
         "exit status 127, 'executable file not found in $PATH', 'failed to execute X: No such "
         "file or directory', 'error while loading shared libraries'",
-        TOOL_MISSING,
+        CauseCode.TOOL_MISSING,
         "linkerd/linkerd2#14538; projectcalico/felix#1629",
     ),
     MessageFamily(
@@ -618,7 +613,7 @@ _ADDED_MESSAGES: tuple[MessageFamily, ...] = (
         "iptables-restore (legacy)",
         "'unknown option \"--to-ports\"': the target that owns the option is not in the kernel "
         "(REDIRECT)",
-        EXTENSION_MISSING,
+        CauseCode.EXTENSION_MISSING,
         "kumahq/kuma#5137",
     ),
     MessageFamily(
@@ -626,7 +621,7 @@ _ADDED_MESSAGES: tuple[MessageFamily, ...] = (
         "iptables-nft",
         "\"Chain 'MASQUERADE' does not exist\": a target iptables-nft could not get from the "
         "kernel is taken for a chain",
-        EXTENSION_MISSING,
+        CauseCode.EXTENSION_MISSING,
         "microsoft/WSL#9844",
     ),
     MessageFamily(
@@ -634,7 +629,7 @@ _ADDED_MESSAGES: tuple[MessageFamily, ...] = (
         "kmod / busybox modprobe inside a container",
         "'Module X not found in directory /lib/modules/R', \"can't change directory to "
         "'/lib/modules'\": the container's module tree, not the node's",
-        CONTAINER_MODPROBE_FAILED,
+        CauseCode.CONTAINER_MODPROBE_FAILED,
         "orbstack/orbstack#493; rancher-archives/rke#642",
     ),
 )

@@ -127,8 +127,3 @@ def known_modules() -> dict[str, ModuleInfo]:
 def module_symbol(name: str) -> str | None:
     info = known_modules().get(name)
     return f"CONFIG_{info.symbol}" if info else None
-
-
-def modules_for_symbol(symbol: str) -> tuple[str, ...]:
-    bare = symbol.removeprefix("CONFIG_")
-    return tuple(m.name for m in known_modules().values() if m.symbol == bare)

@@ -91,3 +91,6 @@ OBJECT_KINDS = frozenset(
         "tunnel",
     }
 )
+
+# Verdict statements (nft(8) "VERDICT STATEMENT"); jump and goto are followed by a chain.
+VERDICTS = frozenset({"accept", "drop", "queue", "continue", "return", "jump", "goto"})

@@ -59,12 +59,3 @@ def gone_on(name: str, version: KernelVersion | None) -> Rename | None:
     if rename is None or rename.since is None or version is None:
         return None
     return rename if version >= rename.since else None
-
-
-def old_names_needed(name: str, version: KernelVersion | None) -> tuple[str, ...]:
-    """On kernels before a merge, a dependency on ``name`` also meant the old per-family modules."""
-    if version is None:
-        return ()
-    return tuple(
-        r.old for r in RENAMES if r.new == name and r.since is not None and version < r.since
-    )

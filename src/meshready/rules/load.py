@@ -60,7 +60,7 @@ def profile_rulesets(profile: Profile) -> list[Ruleset]:
 def get_profile(name: str) -> Profile:
     try:
         return PROFILES[name]
-    except KeyError:
+    except KeyError as exc:
         raise InputError(
             "--profile", f"unknown profile {name!r} (known: {', '.join(sorted(PROFILES))})"
-        ) from None
+        ) from exc

@@ -7,6 +7,7 @@ compiles to. Syntax errors raise InputError naming the file and line.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from meshready.errors import InputError
@@ -15,8 +16,9 @@ from meshready.knowledge.nftables import (
     FAMILY_NAMES,
     KEYWORD_EXPRESSIONS,
     OBJECT_KINDS,
+    VERDICTS,
 )
-from meshready.rules.model import NftChain, NftRule, NftRuleset
+from meshready.rules.model import NftChain, NftMatch, NftRule, NftRuleset
 
 _POSITION = {"position", "handle", "index"}
 _TOP_BLOCKS = frozenset({"table"})
@@ -276,8 +278,102 @@ class _Parser:
             if expr not in exprs:
                 exprs.append(expr)
         text = " ".join(t.text for t in body)
-        self.out.rules.append(NftRule(family, table, chain, tuple(exprs), body[0].line, text))
+        matches, redirect_port, tproxy_port, verdict, verdict_chain = _statements(body)
+        self.out.rules.append(
+            NftRule(
+                family,
+                table,
+                chain,
+                tuple(exprs),
+                body[0].line,
+                text,
+                matches=matches,
+                redirect_port=redirect_port,
+                tproxy_port=tproxy_port,
+                verdict=verdict,
+                verdict_chain=verdict_chain,
+            )
+        )
 
 
 def parse_nft(text: str, source: str) -> NftRuleset:
     return _Parser(text, source).parse()
+
+
+# Relational operators of nft(8) ("RELATIONAL EXPRESSION"), as symbols and as words.
+_OPERATORS = frozenset({"==", "!=", "<", ">", "<=", ">=", "eq", "ne", "lt", "gt", "le", "ge"})
+# Protocols whose header has the "dport"/"sport" fields (nft(8) "PAYLOAD EXPRESSION"; th is the
+# transport header of any of them).
+_PORT_PROTOCOLS = frozenset({"tcp", "udp", "udplite", "sctp", "dccp", "th"})
+# Selectors of the meta expression kept on a rule (nft(8) "META EXPRESSIONS"; ``meta`` may be left
+# out for these).
+_META_KEYS = frozenset({"skuid", "skgid", "mark"})
+# "redirect to :15001" (nft(8) "REDIRECT"; also read without the colon, as the probe always did).
+_REDIRECT_PORT = re.compile(r":?(\d+)")
+# "tproxy ip to 127.0.0.1:15006", "tproxy to :15006", "tproxy ip6 to [::1]:15006"
+_TPROXY_PORT = re.compile(r":(\d+)$")
+
+
+def _statements(
+    body: list[_Tok],
+) -> tuple[tuple[NftMatch, ...], int | None, int | None, str | None, str | None]:
+    """What a rule's statements carry: its port/owner/mark matches, the port it redirects to, the
+    port it tproxies to, its (last) verdict and the chain of a jump or goto."""
+    words = [t.text if t.kind == "word" else "" for t in body]
+    matches: list[NftMatch] = []
+    redirect_port: int | None = None
+    tproxy_port: int | None = None
+    verdict: str | None = None
+    verdict_chain: str | None = None
+    for idx, word in enumerate(words):
+        prev = words[idx - 1] if idx else ""
+        nxt = words[idx + 1] if idx + 1 < len(words) else ""
+        if word in ("dport", "sport") and prev in _PORT_PROTOCOLS:
+            matches.append(_match(f"{prev} {word}", body, idx + 1))
+        elif word in _META_KEYS and nxt != "set" and prev != "set":
+            if prev in ("meta", "ct"):
+                before = words[idx - 2] if idx >= 2 else ""
+                if before != "set":  # "meta mark set ct mark" sets, it does not match
+                    matches.append(_match(f"{prev} {word}", body, idx + 1))
+            else:
+                matches.append(_match(word, body, idx + 1))
+        elif word == "redirect" and nxt == "to" and idx + 2 < len(words):
+            found = _REDIRECT_PORT.match(words[idx + 2])
+            if found and redirect_port is None:
+                redirect_port = _port(found.group(1))
+        elif word == "tproxy":
+            to = words.index("to", idx) if "to" in words[idx:] else -1
+            found = _TPROXY_PORT.search(words[to + 1]) if 0 <= to < len(words) - 1 else None
+            if found and tproxy_port is None:
+                tproxy_port = _port(found.group(1))
+        elif word in VERDICTS:
+            verdict = word
+            verdict_chain = nxt if word in ("jump", "goto") and nxt else None
+    return tuple(matches), redirect_port, tproxy_port, verdict, verdict_chain
+
+
+def _match(selector: str, body: list[_Tok], start: int) -> NftMatch:
+    """The operator and value(s) after ``selector``: one word, or an anonymous set's elements."""
+    operator: str | None = None
+    mask: str | None = None
+    i = start
+    if i + 1 < len(body) and body[i].text == "&" and body[i + 1].kind == "word":
+        mask = body[i + 1].text
+        i += 2
+    if i < len(body) and body[i].kind == "word" and body[i].text in _OPERATORS:
+        operator = body[i].text
+        i += 1
+    values: list[str] = []
+    if i < len(body) and body[i].kind == "{":
+        for tok in body[i + 1 :]:
+            if tok.kind == "}":
+                break
+            values += [part for part in tok.text.split(",") if part and tok.kind == "word"]
+    elif i < len(body) and body[i].kind in ("word", "string"):
+        values.append(body[i].text)
+    return NftMatch(selector, operator, tuple(values), mask)
+
+
+def _port(digits: str) -> int | None:
+    port = int(digits)
+    return port if 0 < port < 65536 else None

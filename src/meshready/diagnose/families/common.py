@@ -6,6 +6,7 @@ import re
 from typing import TypeAlias
 
 from meshready.diagnose.kinds import Step
+from meshready.knowledge.requests import Backend, Family
 
 Q = r"[`'\"‘’]?"
 NAME = r"[\w.+-]+"
@@ -55,15 +56,15 @@ def step_of(command: str) -> Step:
     return Step.UNKNOWN
 
 
-def family_of(text: str) -> str:
-    return "ipv6" if re.search(r"\bip6", text, re.IGNORECASE) else "ipv4"
+def family_of(text: str) -> Family:
+    return Family.IPV6 if re.search(r"\bip6", text, re.IGNORECASE) else Family.IPV4
 
 
-def legacy_or_nft(text: str) -> str | None:
+def legacy_or_nft(text: str) -> Backend | None:
     if "(nf_tables)" in text or "-nft" in text:
-        return "nft"
+        return Backend.NFT
     if "(legacy)" in text or "-legacy" in text:
-        return "legacy"
+        return Backend.LEGACY
     return None
 
 

@@ -6,6 +6,7 @@ import re
 
 from meshready.diagnose.families.common import legacy_or_nft
 from meshready.diagnose.kinds import Kind, LineView, Signal
+from meshready.knowledge.requests import Backend
 
 _VERSION = re.compile(
     r"\b(?P<bin>ip6?tables(?:-nft|-legacy)?(?:-restore|-save)?)\s+v(?P<ver>\d+\.\d+(?:\.\d+)?)"
@@ -43,7 +44,9 @@ def extract(view: LineView) -> list[Signal]:
     vm = _VERSION.search(text)
     if vm:
         mode = vm.group("mode")
-        backend = "nft" if mode == "nf_tables" else "legacy" if mode == "legacy" else None
+        backend = (
+            Backend.NFT if mode == "nf_tables" else Backend.LEGACY if mode == "legacy" else None
+        )
         backend = backend or legacy_or_nft(vm.group("bin"))
         if backend:
             out.append(
@@ -54,6 +57,8 @@ def extract(view: LineView) -> list[Signal]:
     bm = _BINARY.search(text)
     if bm:
         b = bm.group("bin").lower()
-        backend = "nft" if "-nft" in b else "legacy" if "-legacy" in b else "nftables"
-        out.append(view.signal(Kind.BACKEND, backend=backend, detail=bm.group("bin")))
+        named = (
+            Backend.NFT if "-nft" in b else Backend.LEGACY if "-legacy" in b else Backend.NFTABLES
+        )
+        out.append(view.signal(Kind.BACKEND, backend=named, detail=bm.group("bin")))
     return out

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 
 from meshready.diagnose.errnos import is_permission, read_errno
-from meshready.diagnose.families.common import NAME, Q, family_of, legacy_or_nft, looks_like_chain
+from meshready.diagnose.families.common import NAME, Q, family_of, looks_like_chain
 from meshready.diagnose.kinds import Kind, LineView, Signal
 from meshready.knowledge.log_causes import Errno
+from meshready.knowledge.requests import Backend
 
 _EXT_REVISION = re.compile(
     rf"extension\s+{Q}(?P<name>{NAME}){Q}\s+revision\s+(?P<rev>\d+)\s+not\s+supported",
@@ -89,7 +90,7 @@ def extract(view: LineView) -> list[Signal]:
                     name=m.group("name"),
                     revision=int(m.group("rev")),
                     family=family_of(text),
-                    backend="nft",
+                    backend=Backend.NFT,
                     warning=low.lstrip().startswith("warning") or view.line.level == "warn",
                 )
             )
@@ -113,7 +114,7 @@ def extract(view: LineView) -> list[Signal]:
                         name=name,
                         ext_kind="target",
                         family=family_of(text),
-                        backend="nft",
+                        backend=Backend.NFT,
                         detail="taken for a chain",
                     )
                 )
@@ -151,7 +152,7 @@ def _genid(view: LineView) -> list[Signal]:
                 Kind.PERMISSION,
                 errno=errno,
                 errno_text=words,
-                backend="nft",
+                backend=Backend.NFT,
                 detail="rule-set generation id",
             )
         ]
@@ -161,7 +162,7 @@ def _genid(view: LineView) -> list[Signal]:
             name="nf_tables",
             errno=errno,
             errno_text=words or m.group("errno").strip(),
-            backend="nft",
+            backend=Backend.NFT,
         )
     ]
 
@@ -173,7 +174,7 @@ def _object_add(view: LineView) -> list[Signal]:
     errno, words = read_errno(m.group("errno"))
     name = (m.group("name") or "").lower()
     if is_permission(errno):
-        return [view.signal(Kind.PERMISSION, errno=errno, errno_text=words, backend="nft")]
+        return [view.signal(Kind.PERMISSION, errno=errno, errno_text=words, backend=Backend.NFT)]
     if errno is Errno.EEXIST:
         return [
             view.signal(
@@ -191,7 +192,7 @@ def _object_add(view: LineView) -> list[Signal]:
             name=what,
             errno=errno,
             errno_text=words,
-            backend="nft",
+            backend=Backend.NFT,
             table=name or None,
         )
     ]
@@ -202,7 +203,9 @@ def _rule_op(view: LineView) -> list[Signal]:
     for m in _RULE_OP.finditer(view.text):
         errno, words = read_errno(m.group("errno"))
         if is_permission(errno):
-            out.append(view.signal(Kind.PERMISSION, errno=errno, errno_text=words, backend="nft"))
+            out.append(
+                view.signal(Kind.PERMISSION, errno=errno, errno_text=words, backend=Backend.NFT)
+            )
             continue
         lno = m.group("l")
         out.append(
@@ -213,12 +216,8 @@ def _rule_op(view: LineView) -> list[Signal]:
                 name=m.group("chain"),
                 detail=m.group("op").upper(),
                 number=int(lno) if lno else None,
-                backend="nft",
+                backend=Backend.NFT,
             )
         )
         break  # the same failure repeated per chain adds nothing
     return out
-
-
-def backend_hint(text: str) -> str | None:
-    return legacy_or_nft(text)

@@ -19,8 +19,9 @@ from meshready.diagnose.families.common import (
     legacy_or_nft,
     looks_like_chain,
 )
-from meshready.diagnose.kinds import Kind, LineView, Signal, Step
+from meshready.diagnose.kinds import Kind, LineView, Signal
 from meshready.knowledge.log_causes import OPTION_EXTENSIONS, Errno
+from meshready.knowledge.requests import Backend, Family
 
 _TABLE_INIT = re.compile(rf"unable to initiali[sz]e table\s+{Q}(?P<table>\w+){Q}", re.IGNORECASE)
 _CANT_INIT_TABLE = re.compile(
@@ -47,7 +48,6 @@ _EXT_NOT_FOUND = re.compile(
 _NO_LIBRARY = re.compile(
     rf"can'?t find library for\s+(?P<kind>match|target)\s+{Q}(?P<name>{NAME}){Q}", re.IGNORECASE
 )
-_XT_ENOENT = re.compile(r"no chain/target/match by that name", re.IGNORECASE)
 _CHAIN_EXISTS = re.compile(r"chain already exists", re.IGNORECASE)
 _RESTORE_LINE_FAILED = re.compile(r"\bline\s+(?P<l>\d+)\s+failed\b", re.IGNORECASE)
 _ERROR_AT_LINE = re.compile(r"error occurred at line:?\s*(?P<l>\d+)", re.IGNORECASE)
@@ -145,7 +145,7 @@ def extract(view: LineView) -> list[Signal]:
                 Kind.IPV6_DISABLED,
                 errno=Errno.EAFNOSUPPORT,
                 errno_text="Address family not supported by protocol",
-                family="ipv6",
+                family=Family.IPV6,
             )
         )
     return out
@@ -202,13 +202,13 @@ def _table_init(view: LineView) -> list[Signal]:
                 Kind.TABLE_MISSING,
                 table=m.group("table"),
                 family=fam,
-                backend=legacy_or_nft(text) or "legacy",
+                backend=legacy_or_nft(text) or Backend.LEGACY,
             )
         ]
     m6 = _CANT_INIT_TABLE.search(text)
     if m6:
         reason = m6.group("reason")
-        fam = "ipv6" if (m6.group("bin") or "").lower().startswith("ip6") else family_of(text)
+        fam = Family.IPV6 if (m6.group("bin") or "").lower().startswith("ip6") else family_of(text)
         table = m6.group("table")
         return _init_reason(view, reason, fam, table)
     m7 = _CANT_INIT.search(text)
@@ -220,7 +220,7 @@ def _table_init(view: LineView) -> list[Signal]:
     return []
 
 
-def _init_reason(view: LineView, reason: str, fam: str, table: str | None) -> list[Signal]:
+def _init_reason(view: LineView, reason: str, fam: Family, table: str | None) -> list[Signal]:
     errno, words = read_errno(reason)
     if is_permission(errno):
         return [
@@ -311,7 +311,3 @@ def _unknown_option(view: LineView, option: str) -> Signal:
         backend=legacy_or_nft(view.text),
         detail=f"unknown option {option}",
     )
-
-
-def step_is_setup(view: LineView) -> bool:
-    return view.step is Step.SETUP

@@ -13,6 +13,7 @@ import re
 from meshready.diagnose.errnos import is_permission, read_errno
 from meshready.diagnose.kinds import Kind, LineView, Signal
 from meshready.diagnose.readers import LogLine
+from meshready.knowledge.requests import Backend
 
 _PROCESS = re.compile(r"(?:Error:\s*)?Could not process rule:\s*(?P<errno>[^\n]+)", re.IGNORECASE)
 # nft's location prefix, looked for only right before a match of _PROCESS (linear time).
@@ -43,7 +44,9 @@ def extract(view: LineView) -> list[Signal]:
             errno, words = read_errno(m2.group("errno"))
             if is_permission(errno):
                 out.append(
-                    view.signal(Kind.PERMISSION, errno=errno, errno_text=words, backend="nftables")
+                    view.signal(
+                        Kind.PERMISSION, errno=errno, errno_text=words, backend=Backend.NFTABLES
+                    )
                 )
             else:
                 out.append(
@@ -52,7 +55,7 @@ def extract(view: LineView) -> list[Signal]:
                         name="nf_tables",
                         errno=errno,
                         errno_text=words or m2.group("errno"),
-                        backend="nftables",
+                        backend=Backend.NFTABLES,
                     )
                 )
     return out
@@ -65,7 +68,7 @@ def _process(view: LineView, m: re.Match[str]) -> Signal:
             Kind.PERMISSION,
             errno=errno,
             errno_text=words,
-            backend="nftables",
+            backend=Backend.NFTABLES,
             detail="nft rule",
         )
     rule, span = _quoted_rule(view.lines, view.index, m)
@@ -75,7 +78,7 @@ def _process(view: LineView, m: re.Match[str]) -> Signal:
         Kind.NFT_RULE_ERROR,
         errno=errno,
         errno_text=words or m.group("errno").strip(),
-        backend="nftables",
+        backend=Backend.NFTABLES,
         extra=(rule, span),
     )
 

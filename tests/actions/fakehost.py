@@ -17,9 +17,20 @@ from meshready.errors import ActionError
 from meshready.host.facts import HostFacts, gather_live
 from meshready.host.modindex import ModuleIndex
 from meshready.host.root import HostRoot
+from meshready.knowledge.requests import Backend
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "kernels"
 RELEASE = "6.1.0-56-cloud-amd64"
+
+
+def persisted_modules(content: str) -> list[str]:
+    """The modules a modules-load.d file names, as systemd-modules-load reads it: one per line,
+    ``#`` and ``;`` start comments (modules-load.d(5))."""
+    return [
+        line.strip()
+        for line in content.splitlines()
+        if line.strip() and not line.lstrip().startswith(("#", ";"))
+    ]
 
 
 @dataclass
@@ -95,7 +106,7 @@ class FakeHost:
     def facts(self) -> HostFacts:
         return gather_live(self.root)
 
-    def report(self, profile: str = "istio-sidecar", backend: str | None = None) -> Report:
+    def report(self, profile: str = "istio-sidecar", backend: Backend | None = None) -> Report:
         spec = needs_from_options(profile, (), backend)
         return assess(spec.needs, self.facts(), spec.backend, spec.profile, spec.rules)
 

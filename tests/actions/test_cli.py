@@ -9,6 +9,7 @@ import pytest
 
 from meshready.actions.persist import PERSIST_PATH, render_persist
 from meshready.cli.main import main
+from meshready.knowledge.requests import Backend
 
 
 def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -57,7 +58,7 @@ def test_unfix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and "nothing to remove" in out
     conf = tmp_path / PERSIST_PATH.lstrip("/")
     conf.parent.mkdir(parents=True)
-    conf.write_text(render_persist(["ip_tables"], profile="istio-sidecar", backend="legacy"))
+    conf.write_text(render_persist(["ip_tables"], profile="istio-sidecar", backend=Backend.LEGACY))
     code, out, _ = run(["unfix", "--host-root", str(tmp_path), "-o", "json"], capsys)
     assert code == 0 and json.loads(out) == {
         "schema": "meshready.io/unfix/v1",

@@ -8,11 +8,11 @@ import pytest
 
 from meshready.actions import persist
 from meshready.actions.fix import FixOptions, apply_fix, plan_fix
-from meshready.actions.persist import PERSIST_PATH, persisted_modules
+from meshready.actions.persist import PERSIST_PATH, PersistAction
 from meshready.assess.report import State
 from meshready.errors import ActionError, InputError
 from meshready.knowledge.requests import Backend
-from tests.actions.fakehost import FakeHost, FakeLoader
+from tests.actions.fakehost import FakeHost, FakeLoader, persisted_modules
 
 ISTIO_61 = [
     "x_tables", "ip_tables", "crc32c_intel", "libcrc32c", "nf_defrag_ipv4", "nf_defrag_ipv6",
@@ -26,10 +26,11 @@ def test_plan_loads_in_dependency_order(host: FakeHost) -> None:
     plan = plan_fix(report, host.root)
     assert plan.ok, plan.blockers
     assert plan.load == report.load_order == tuple(ISTIO_61)
-    assert plan.persist_action == "create"
+    assert plan.persist_action is PersistAction.CREATE
     assert plan.persist_content is not None
     assert persisted_modules(plan.persist_content) == ISTIO_61
     assert plan.changes[-1].startswith(f"create {PERSIST_PATH}")
+    assert type(plan.to_dict()["persist_action"]) is str  # JSON carries the value
     # reads only: nothing was written
     assert not host.root.path("/etc/modules-load.d").exists()
 
@@ -50,19 +51,23 @@ def test_apply_loads_and_persists_then_is_idempotent(host: FakeHost) -> None:
     result = apply_fix(plan, host.index, host.root, loader)
     assert loader.calls == ISTIO_61
     assert result.loaded == tuple(ISTIO_61)
-    assert result.persist_action == "create" and result.persist_changed
+    assert result.persist_action is PersistAction.CREATE and result.persist_changed
+    assert result.to_dict()["persist_action"] == "create"
+    assert type(result.to_dict()["persist_action"]) is str
     assert host.root.path(PERSIST_PATH).read_text() == plan.persist_content
     after = host.report()
     assert after.ready
     again = plan_fix(after, host.root)
-    assert again.nothing_to_do and again.persist_action == "unchanged" and again.load == ()
+    assert (
+        again.nothing_to_do and again.persist_action is PersistAction.UNCHANGED and again.load == ()
+    )
 
 
 def test_no_persist(host: FakeHost) -> None:
     plan = plan_fix(host.report(), host.root, FixOptions(persist=False))
     assert plan.persist_path is None and plan.persist_content is None
     result = apply_fix(plan, host.index, host.root, FakeLoader(host))
-    assert result.persist_action == "none" and result.persist_path is None
+    assert result.persist_action is PersistAction.NONE and result.persist_path is None
     assert not host.root.path(PERSIST_PATH).exists()
 
 
@@ -212,7 +217,7 @@ def test_nftables_profile(host: FakeHost) -> None:
 
 
 def test_plan_carries_the_backend_member_and_serialises_its_value(host: FakeHost) -> None:
-    plan = plan_fix(host.report(backend="nft"), host.root)
+    plan = plan_fix(host.report(backend=Backend.NFT), host.root)
     assert plan.backend is Backend.NFT
     data = plan.to_dict()
     assert data["backend"] == "nft" and type(data["backend"]) is str

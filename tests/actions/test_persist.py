@@ -9,8 +9,8 @@ import pytest
 from meshready import __version__
 from meshready.actions.persist import (
     PERSIST_PATH,
+    PersistAction,
     check_writable,
-    persisted_modules,
     read_persisted,
     remove_persisted,
     render_persist,
@@ -18,13 +18,14 @@ from meshready.actions.persist import (
     write_persisted,
 )
 from meshready.errors import ActionError
-from tests.actions.fakehost import FakeHost
+from meshready.knowledge.requests import Backend
+from tests.actions.fakehost import FakeHost, persisted_modules
 
 MODULES = ["x_tables", "ip_tables", "iptable_nat", "xt_REDIRECT"]
 
 
 def content() -> str:
-    return render_persist(MODULES, profile="istio-sidecar", backend="legacy")
+    return render_persist(MODULES, profile="istio-sidecar", backend=Backend.LEGACY)
 
 
 def test_content_names_writer_and_is_date_free() -> None:
@@ -41,20 +42,20 @@ def test_content_names_writer_and_is_date_free() -> None:
 
 def test_render_refuses_bad_names() -> None:
     with pytest.raises(ActionError):
-        render_persist(["ip_tables", "../../etc/shadow"], profile=None, backend="legacy")
+        render_persist(["ip_tables", "../../etc/shadow"], profile=None, backend=Backend.LEGACY)
     with pytest.raises(ActionError):
-        render_persist(["ip_tables\nevil"], profile=None, backend="legacy")
+        render_persist(["ip_tables\nevil"], profile=None, backend=Backend.LEGACY)
 
 
 def test_write_creates_then_is_idempotent(host: FakeHost) -> None:
     first = write_persisted(host.root, content())
-    assert first.action == "create" and first.changed
+    assert first.action is PersistAction.CREATE and first.changed
     path = host.root.path(PERSIST_PATH)
     assert path.read_text() == content()
     assert oct(path.stat().st_mode & 0o777) == "0o644"
     inode, mtime = path.stat().st_ino, path.stat().st_mtime_ns
     second = write_persisted(host.root, content())
-    assert second.action == "unchanged" and not second.changed
+    assert second.action is PersistAction.UNCHANGED and not second.changed
     assert (path.stat().st_ino, path.stat().st_mtime_ns) == (inode, mtime)  # not rewritten
     assert sorted(p.name for p in path.parent.iterdir()) == ["meshready.conf"]  # no temp files
 
@@ -62,8 +63,8 @@ def test_write_creates_then_is_idempotent(host: FakeHost) -> None:
 def test_update_replaces_atomically(host: FakeHost) -> None:
     write_persisted(host.root, content())
     old_inode = host.root.path(PERSIST_PATH).stat().st_ino
-    new = render_persist([*MODULES, "xt_owner"], profile="istio-sidecar", backend="legacy")
-    assert write_persisted(host.root, new).action == "update"
+    new = render_persist([*MODULES, "xt_owner"], profile="istio-sidecar", backend=Backend.LEGACY)
+    assert write_persisted(host.root, new).action is PersistAction.UPDATE
     assert read_persisted(host.root) == new
     assert host.root.path(PERSIST_PATH).stat().st_ino != old_inode  # renamed into place
 

@@ -21,11 +21,16 @@ from meshready.actions.probe import (
 )
 from meshready.actions.probe.result import ModeReport
 from meshready.actions.probe.rules import candidate_ports, uses_owner
-from meshready.actions.probe_targets import PROBE_TARGETS, derive_target, target_for
+from meshready.actions.probe_targets import (
+    PROBE_TARGETS,
+    ProbeTarget,
+    derive_target_from_rules,
+    target_for_rules,
+)
 from meshready.assess.plan import needs_from_options
-from meshready.errors import InputError
 from meshready.knowledge.profiles import PROFILES
 from meshready.knowledge.requests import Backend
+from meshready.rules.load import parse_rules_text
 
 
 def test_every_profile_has_a_proxy_identity() -> None:
@@ -44,7 +49,7 @@ def test_profile_texts_and_ports(name: str) -> None:
     assert ports, "every profile redirects outbound traffic"
     expected = {"linkerd": 4140}.get(name, 15001)
     assert expected in ports
-    target = target_for(name, [t.text for t in texts])
+    target = target_for_rules(name, spec.rulesets)
     assert str(target.dport) not in {str(p) for p in ports}
 
 
@@ -54,7 +59,7 @@ def test_rules_files_keep_their_kind(tmp_path: Path) -> None:
     nft = tmp_path / "b.nft"
     nft.write_text("add table inet t\nadd chain inet t o { type nat hook output priority 0 ; }\n"
                    "add rule inet t o tcp dport 80 redirect to :15002\n")  # fmt: skip
-    spec = needs_from_options(None, (str(v4), str(nft)), "legacy")
+    spec = needs_from_options(None, (str(v4), str(nft)), Backend.LEGACY)
     kinds = [(t.kind, t.source) for t in rule_texts(spec)]
     assert kinds == [("iptables", str(v4)), ("nft", str(nft))]
     assert redirect_ports(rule_texts(spec)) == [15001, 15002]
@@ -81,7 +86,7 @@ iptables -A INPUT -p tcp --dport 22 -j ACCEPT
         "-A INPUT -p tcp --dport 22 -j ACCEPT",
         "COMMIT",
     ]
-    target = derive_target([out])
+    target = derive_target_from_rules([parse_rules_text(out, "t")])
     assert target.proxy_uid == 999 and target.app_uid not in (0, 999)
 
 
@@ -91,11 +96,15 @@ def test_restore_input_is_kept() -> None:
 
 
 def test_derive_target_picks_a_port_the_rules_do_not_name() -> None:
-    t = derive_target(["-A X -p tcp --dport 8080 -j RETURN\n-A X -p tcp --dport 80 -j RETURN"])
+    def derive(text: str) -> ProbeTarget:
+        return derive_target_from_rules([parse_rules_text(text, "t")])
+
+    t = derive("*filter\n:X - [0:0]\n-A X -p tcp --dport 8080 -j RETURN\n"
+               "-A X -p tcp --dport 80 -j RETURN\nCOMMIT\n")  # fmt: skip
     assert t.dport == 9080 and t.proxy_uid is None
-    assert derive_target(["add rule inet t o meta skuid 555 counter return"]).proxy_uid == 555
-    assert derive_target(["add rule inet t o meta skuid != 555 counter return"]).proxy_uid is None
-    assert target_for("istio-sidecar", [], proxy_uid=7).proxy_uid == 7
+    assert derive("add rule inet t o meta skuid 555 counter return").proxy_uid == 555
+    assert derive("add rule inet t o meta skuid != 555 counter return").proxy_uid is None
+    assert target_for_rules("istio-sidecar", [], proxy_uid=7).proxy_uid == 7
 
 
 def test_hide_xt_renames_every_chain_and_touches_no_builtin() -> None:
@@ -137,20 +146,16 @@ def test_hide_nft_refuses_blocks() -> None:
         hide_nft("table inet x {\n chain y { }\n}\n", "p")
 
 
-def test_probe_rejects_unknown_mode() -> None:
-    spec = needs_from_options("istio-sidecar", (), None)
-    with pytest.raises(InputError):
-        probe(spec, mode="sideways")
-
-
 def test_probe_without_redirect_says_so(tmp_path: Path) -> None:
     rules = tmp_path / "drop.v4.rules"
     rules.write_text("*filter\n-A OUTPUT -p tcp --dport 25 -j DROP\nCOMMIT\n")
-    result = probe(needs_from_options(None, (str(rules),), "legacy"))
+    result = probe(needs_from_options(None, (str(rules),), Backend.LEGACY))
     assert not result.ok and result.error is not None and "no REDIRECT" in result.error
 
 
-def _texts(tmp_path: Path, name: str, text: str, backend: str = "legacy") -> list[RuleText]:
+def _texts(
+    tmp_path: Path, name: str, text: str, backend: Backend = Backend.LEGACY
+) -> list[RuleText]:
     path = tmp_path / name
     path.write_text(text)
     return rule_texts(needs_from_options(None, (str(path),), backend))
@@ -183,7 +188,7 @@ def test_nft_ports_and_owner_come_from_the_parsed_rules(tmp_path: Path) -> None:
         'add rule inet t o tcp dport != 53 comment "skuid 7 redirect to :9" redirect to :15001\n'
         "add rule inet t o tcp dport { 80, 443 } redirect to :15002\n"
         "add rule inet t o th dport 1000-2000 return\n",
-        "nftables",
+        Backend.NFTABLES,
     )
     assert redirect_ports(texts) == [15001, 15002]
     assert candidate_ports(texts) == [80, 443, 1000]

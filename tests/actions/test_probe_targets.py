@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import pytest
 
+from meshready.actions.probe.rules import to_restore
 from meshready.actions.probe_targets import (
     PROBE_TARGETS,
-    derive_target,
+    ProbeTarget,
     derive_target_from_rules,
-    target_for,
     target_for_rules,
 )
 from meshready.rules.load import parse_rules_text
+from meshready.rules.model import XtRuleset
 from tests.conftest import shared_dir
 
 
 def _restore(*rules: str) -> str:
     return "\n".join(["*nat", ":MESH - [0:0]", *rules, "COMMIT"]) + "\n"
+
+
+def _target(text: str) -> ProbeTarget:
+    return derive_target_from_rules([parse_rules_text(text, "t")])
 
 
 @pytest.mark.parametrize(
@@ -43,9 +48,8 @@ def _restore(*rules: str) -> str:
     ],
 )
 def test_proxy_uid_is_the_first_uid_returned(text: str, uid: int | None) -> None:
-    target = derive_target([text])
+    target = _target(text)
     assert (target.proxy_uid, target.proxy_gid) == (uid, uid)
-    assert derive_target_from_rules([parse_rules_text(text, "t")]).proxy_uid == uid
 
 
 @pytest.mark.parametrize(
@@ -63,34 +67,57 @@ def test_proxy_uid_is_the_first_uid_returned(text: str, uid: int | None) -> None
     ],
 )
 def test_app_port_is_one_the_rules_name_nowhere(text: str, port: int) -> None:
-    assert derive_target([text]).dport == port
-    assert derive_target_from_rules([parse_rules_text(text, "t")]).dport == port
+    assert _target(text).dport == port
 
 
 def test_app_uid_steps_aside_for_a_proxy_on_4242() -> None:
-    target = derive_target([_restore("-A MESH -m owner --uid-owner 4242 -j RETURN")])
+    target = _target(_restore("-A MESH -m owner --uid-owner 4242 -j RETURN"))
     assert (target.app_uid, target.app_gid) == (4343, 4343)
 
 
-def test_lines_that_are_no_whole_file_still_count() -> None:
-    text = "-A X -m owner --uid-owner 31 -j RETURN\nnot a rule\n-A X -p tcp --dport 8080 -j RETURN"
-    target = derive_target([text])
-    assert (target.proxy_uid, target.dport) == (31, 80)
+def test_the_first_uid_is_the_first_applied() -> None:
+    # restore input is applied as written, tables reopened or not
+    text = "\n".join(
+        [
+            "*nat",
+            ":M - [0:0]",
+            "-A OUTPUT -j M",
+            "COMMIT",
+            "*filter",
+            "-A OUTPUT -m owner --uid-owner 5 -j RETURN",
+            "COMMIT",
+            "*nat",
+            "-A M -m owner --uid-owner 7 -j RETURN",
+            "COMMIT",
+        ]
+    )
+    assert _target(text).proxy_uid == 5
+    # command lines are applied table by table, in the order the tables first appear
+    lines = [
+        "iptables -t nat -N M",
+        "iptables -t nat -A OUTPUT -j M",
+        "iptables -A OUTPUT -m owner --uid-owner 5 -j RETURN",
+        "iptables -t nat -A M -m owner --uid-owner 7 -j RETURN",
+    ]
+    assert _target("\n".join(lines)).proxy_uid == 7
+    assert _target(to_restore("\n".join(lines))).proxy_uid == 7
 
 
-def test_text_and_parsed_forms_agree_on_every_shared_file() -> None:
+def test_every_shared_file_names_its_proxy_and_leaves_port_8080() -> None:
     files = sorted(p for p in (shared_dir() / "rules").rglob("*") if p.suffix in (".rules", ".nft"))
     assert len(files) >= 60
     for path in files:
-        text = path.read_text()
-        by_text = derive_target([text])
-        assert derive_target_from_rules([parse_rules_text(text, str(path))]) == by_text, path
-        assert by_text.dport == 8080 and by_text.proxy_uid is not None, path
+        ruleset = parse_rules_text(path.read_text(), str(path))
+        target = derive_target_from_rules([ruleset])
+        assert target.dport == 8080 and target.proxy_uid is not None, path
+        if isinstance(ruleset, XtRuleset):
+            # the same as from the restore input the probe applies
+            applied = parse_rules_text(to_restore(path.read_text(), ruleset), str(path))
+            assert derive_target_from_rules([applied]) == target, path
 
 
 def test_profiles_win_and_proxy_uid_overrides() -> None:
     assert target_for_rules("linkerd", []) == PROBE_TARGETS["linkerd"]
-    assert target_for("linkerd", []) == PROBE_TARGETS["linkerd"]
     ambient = target_for_rules("istio-ambient", [], proxy_uid=7)
     assert (ambient.proxy_uid, ambient.proxy_gid, ambient.proxy_mark) == (7, 7, None)
     rules = [parse_rules_text("add rule inet t o skuid 3 counter return", "t")]

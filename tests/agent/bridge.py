@@ -10,9 +10,11 @@ untouched, so the kubeconfig (https://127.0.0.1:PORT) and its certificate stay v
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import sys
 import threading
+import time
 from pathlib import Path
 
 
@@ -66,12 +68,21 @@ def _unix(path: str) -> socket.socket:
     return sock
 
 
+def _exit_with(parent: int) -> None:
+    """End this process when PARENT (the agent that started it) is gone: backgrounded in the
+    agent's namespace, the bridge would otherwise outlive the test and keep the namespace."""
+    while os.getppid() == parent:
+        time.sleep(0.5)
+    os._exit(0)
+
+
 def main() -> None:
     port, path = int(sys.argv[1]), sys.argv[2]
     listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     listener.bind(("127.0.0.1", port))
     listener.listen(64)
+    threading.Thread(target=_exit_with, args=(os.getppid(),), daemon=True).start()
     print("ready", flush=True)
     _serve(listener, lambda: _unix(path))
 

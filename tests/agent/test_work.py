@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from meshready.agent.work import ActionsFixer, FixOutcome, NodeWork
+from meshready.actions.loader import LoaderKind
+from meshready.actions.probe import Mode
+from meshready.agent.work import ActionsFixer, AgentLoader, AgentProbeMode, FixOutcome, NodeWork
 from meshready.assess.plan import needs_from_options
 from meshready.cluster.published import ProbeSummary, Reason
 from tests.agent.fakes import FakeLoader, FakeNode, make_node, needed_modules
@@ -31,7 +33,7 @@ def node(tmp_path: Path) -> FakeNode:
 
 
 def _fixer(node: FakeNode, loader: FakeLoader, persist: bool = True) -> ActionsFixer:
-    fixer = ActionsFixer(SPEC, node.root, "python", persist)
+    fixer = ActionsFixer(SPEC, node.root, LoaderKind.PYTHON, persist)
     fixer._loader = loader
     return fixer
 
@@ -145,3 +147,15 @@ def test_fixer_protocol_errors_become_load_failed(node: FakeNode) -> None:
 
     result = NodeWork(SPEC, node.root, fixer=Broken(), prober=None).check()
     assert result.reason is Reason.LOAD_FAILED and "boom" in result.message
+
+
+def test_agent_loader_is_a_loader_kind_or_none() -> None:
+    """``--loader``: every LoaderKind, in its order, then none (no loading at all)."""
+    assert [m.value for m in AgentLoader] == ["auto", "modprobe", "python", "none"]
+    assert [m.loader_kind() for m in AgentLoader] == [*LoaderKind, None]
+
+
+def test_agent_probe_mode_is_a_probe_mode_or_off() -> None:
+    """``--probe-mode``: inplace, netns (the probe's modes), then off (no probe)."""
+    assert [m.value for m in AgentProbeMode] == ["inplace", "netns", "off"]
+    assert [m.probe_mode() for m in AgentProbeMode] == [Mode.INPLACE, Mode.NETNS, None]

@@ -23,7 +23,7 @@ from lightkube.resources.core_v1 import Namespace, Node, ServiceAccount
 from lightkube.resources.rbac_authorization_v1 import ClusterRole, ClusterRoleBinding
 
 from meshready.cluster.install import install, uninstall
-from meshready.cluster.manifests import ManifestOptions, render_objects
+from meshready.cluster.manifests import ManifestOptions, PodProbeMode, render_objects
 from meshready.cluster.names import AGENT_NAME
 from meshready.cluster.node import NodePublisher, TaintSpec
 from meshready.cluster.published import Publication, read_node_state
@@ -209,8 +209,9 @@ def test_every_variant_is_accepted_by_the_1_20_apiserver(
     cluster.create_node(node)
     for options in (
         ManifestOptions(namespace=namespace),
-        ManifestOptions(namespace=namespace, persist=False, probe_mode="off", taint_key=None,
-                        node_selector={"pool": "mesh"}, tolerations=({"key": "a", "operator": "Exists"},)),
+        ManifestOptions(namespace=namespace, persist=False, probe_mode=PodProbeMode.OFF,
+                        taint_key=None, node_selector={"pool": "mesh"},
+                        tolerations=({"key": "a", "operator": "Exists"},)),
     ):  # fmt: skip
         steps = install(admin_client, options, dry_run=True)
         assert {s.action for s in steps} <= {"created", "skipped"}, steps

@@ -66,13 +66,13 @@ def test_readiness_ignores_recommended_modules() -> None:
 
 
 def test_profile_states_its_iptables_version_and_option_overrides() -> None:
-    spec = needs_from_options("istio-ambient", (), "nft")
+    spec = needs_from_options("istio-ambient", (), Backend.NFT)
     assert spec.iptables is not None
     assert spec.iptables.version == PROFILES["istio-ambient"].iptables_version == "1.8.10"
     assert spec.iptables.measured_as == "1.8.9"
     assert spec.iptables.source.startswith("profile istio-ambient: ")
     assert any(not n.required for n in spec.needs)  # -m mark, -p udp --dport: warn only
-    old = needs_from_options("istio-ambient", (), "nft", "1.8.7")
+    old = needs_from_options("istio-ambient", (), Backend.NFT, "1.8.7")
     assert old.iptables is not None and old.iptables.source == "--iptables-version"
     assert all(n.required for n in old.needs)
     for name, profile in PROFILES.items():
@@ -88,4 +88,4 @@ def test_native_nftables_rules_assume_no_iptables() -> None:
 @pytest.mark.parametrize("bad", ["1.8", "latest", "1.8.10; reboot"])
 def test_bad_iptables_version_is_an_input_error(bad: str) -> None:
     with pytest.raises(InputError, match="--iptables-version"):
-        needs_from_options("linkerd", (), "nft", bad)
+        needs_from_options("linkerd", (), Backend.NFT, bad)

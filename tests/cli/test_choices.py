@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from meshready.actions.bootstrap import BootstrapProvider
 from meshready.actions.loader import LoaderKind
+from meshready.agent.work import AgentLoader, AgentProbeMode
 from meshready.cli.choices import enum_choice
 from meshready.knowledge.requests import Backend
 from tests.conftest import CliResult
@@ -72,6 +73,8 @@ def test_a_default_given_as_its_value_reaches_the_command_as_the_member() -> Non
         (("render", "manifests", "--backend", "bad"), "--backend", Backend),
         (("render", "bootstrap", "--provider", "bad"), "--provider", BootstrapProvider),
         (("fix", "--loader", "bad"), "--loader", LoaderKind),
+        (("agent", "--loader", "bad"), "--loader", AgentLoader),
+        (("agent", "--probe-mode", "bad"), "--probe-mode", AgentProbeMode),
     ],
 )
 def test_a_bad_value_is_a_usage_error_listing_the_values(

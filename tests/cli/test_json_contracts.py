@@ -134,7 +134,7 @@ def test_a_report_read_back_from_a_check_pod_is_the_same_report(
     run_cli: Callable[..., Any],
 ) -> None:
     """`check node/NAME` renders what the pod printed: reading it back loses nothing."""
-    from meshready.cluster.node_report import report_from_dict
+    from meshready.assess.report import report_from_dict
 
     args = (
         "--lsmod",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import subprocess
 
+import click
 import pytest
+from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -14,6 +16,7 @@ from meshready.cli.output import (
     command_block,
     fix_script,
     format_table,
+    output_option,
     shell_lines,
     split_comment,
     terminal_width,
@@ -116,3 +119,20 @@ def test_purposes_become_comments_that_fit_and_templates_are_not_pasted() -> Non
     script = fix_script(["sudo modprobe -a x", "kubectl delete pod <the failing pod>"])
     assert "\nmodprobe -a x\n" in script
     assert "# not run (fill in and run by hand): kubectl delete pod <the failing pod>" in script
+
+
+@click.command()
+@output_option("table", "wide", "json", help_text="wide: more columns")
+def _printer(output: str) -> None:
+    click.echo(output)
+
+
+def test_output_option_defaults_to_the_first_format_and_takes_only_the_given_ones() -> None:
+    runner = CliRunner()
+    assert runner.invoke(_printer, []).output == "table\n"
+    assert runner.invoke(_printer, ["-o", "wide"]).output == "wide\n"
+    assert runner.invoke(_printer, ["--output", "json"]).output == "json\n"
+    bad = runner.invoke(_printer, ["-o", "yaml"])
+    assert bad.exit_code == 2
+    assert "'yaml' is not one of 'table', 'wide', 'json'" in bad.output
+    assert "wide: more columns  [default: table]" in runner.invoke(_printer, ["--help"]).output

@@ -10,6 +10,7 @@ import yaml
 
 from meshready.cluster.manifests import (
     ManifestOptions,
+    PodProbeMode,
     kustomize_files,
     policy_kustomize_files,
     render_objects,
@@ -35,7 +36,7 @@ def test_options(run_cli: Callable[..., Any]) -> None:
     assert docs == render_objects(
         ManifestOptions(
             namespace="mesh", image="r.example/mr:1", profile="linkerd", persist=False,
-            taint_key="example.com/gate", taint_effect="NoExecute", probe_mode="off",
+            taint_key="example.com/gate", taint_effect="NoExecute", probe_mode=PodProbeMode.OFF,
             node_selector={"pool": "mesh"},
             tolerations=({"key": "dedicated", "operator": "Equal", "value": "mesh",
                           "effect": "NoSchedule"}, {"key": "gpu", "operator": "Exists"}),

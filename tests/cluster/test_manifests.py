@@ -14,7 +14,9 @@ from kubernetes_validate.utils import all_versions, major_minor
 
 from meshready.cluster.manifests import (
     GENERATED_HEADER,
+    ImagePullPolicy,
     ManifestOptions,
+    PodProbeMode,
     kustomize_files,
     parse_toleration,
     render_objects,
@@ -22,6 +24,7 @@ from meshready.cluster.manifests import (
     write_kustomize,
 )
 from meshready.errors import InputError
+from meshready.knowledge.requests import Backend
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -57,13 +60,13 @@ VARIANTS = {
     "custom": ManifestOptions(
         namespace="mesh-system",
         image="registry.example.com/meshready:1.2.3",
-        image_pull_policy="Always",
+        image_pull_policy=ImagePullPolicy.ALWAYS,
         profile="istio-ambient",
-        backend="nft",
+        backend=Backend.NFT,
         persist=False,
         taint_key="example.com/mesh-not-ready",
         taint_effect="NoExecute",
-        probe_mode="off",
+        probe_mode=PodProbeMode.OFF,
         node_selector={"node-pool": "mesh", "kubernetes.io/arch": "arm64"},
         tolerations=(parse_toleration("dedicated=mesh:NoSchedule"), parse_toleration("gpu")),
         interval_seconds=60,
@@ -170,7 +173,7 @@ def test_daemonset_least_privilege() -> None:
     assert "readOnly" not in init_mounts["host-modules-load"]  # the init container writes it
     assert init_mounts["host-modules"]["readOnly"] is True
     # Without persistence and without the probe, even less.
-    lean = _ds(render_objects(ManifestOptions(persist=False, probe_mode="off")))
+    lean = _ds(render_objects(ManifestOptions(persist=False, probe_mode=PodProbeMode.OFF)))
     lean_pod = lean["spec"]["template"]["spec"]
     assert [v["hostPath"]["path"] for v in lean_pod["volumes"] if "hostPath" in v] == [
         "/lib/modules"
@@ -244,7 +247,7 @@ def test_options_reach_the_objects() -> None:
         (ManifestOptions(namespace="Bad_NS"), "--namespace"),
         (ManifestOptions(image="a b"), "--image"),
         (ManifestOptions(profile="nope"), "--profile"),
-        (ManifestOptions(profile="istio-sidecar", backend="nftables"), "--backend"),
+        (ManifestOptions(profile="istio-sidecar", backend=Backend.NFTABLES), "--backend"),
         (ManifestOptions(taint_key="bad key"), "--taint-key"),
         (ManifestOptions(taint_effect="Sometimes"), "--taint-key"),
         (ManifestOptions(probe_mode="netns"), "--probe-mode"),
@@ -318,3 +321,18 @@ def test_write_kustomize_replaces_stale_generated_files(tmp_path: Path) -> None:
 
 def test_generated_header_points_at_the_source() -> None:
     assert re.search(r"src/meshready/cluster/manifests\.py", GENERATED_HEADER)
+
+
+def test_agent_args_are_values_the_agent_accepts() -> None:
+    """The DaemonSet's --loader and --probe-mode values are the agent's own (agent/work.py)."""
+    from meshready.agent.work import AgentLoader, AgentProbeMode
+    from meshready.cluster.manifests import agent_args, init_args
+
+    assert [m.value for m in PodProbeMode] == ["inplace", "off"]  # never netns
+    for mode in PodProbeMode:
+        options = ManifestOptions(probe_mode=mode)
+        args = [*init_args(options), *agent_args(options)]
+        loaders = [a.removeprefix("--loader=") for a in args if a.startswith("--loader=")]
+        modes = [a.removeprefix("--probe-mode=") for a in args if a.startswith("--probe-mode=")]
+        assert [AgentLoader(v) for v in loaders] == [AgentLoader.PYTHON, AgentLoader.NONE]
+        assert [AgentProbeMode(v) for v in modes] == [AgentProbeMode.OFF, AgentProbeMode(mode)]

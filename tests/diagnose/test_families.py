@@ -15,7 +15,7 @@ from meshready.diagnose.families import (
     runtime,
     validation,
 )
-from meshready.diagnose.families.common import step_of
+from meshready.diagnose.families.common import permission_denied, step_of
 from meshready.diagnose.kinds import Errno, Kind, LineView, Signal, Step
 from meshready.diagnose.readers import read_lines
 from meshready.diagnose.signals import extract
@@ -387,3 +387,26 @@ def test_traces_and_prefixes(log: str, text: str, trace: bool) -> None:
 def test_a_traced_command_is_never_read_as_a_failure() -> None:
     signals = extract(read_lines("+ iptables -t nat -X FAILED_CHAIN_cannot\n"))
     assert [s for s in signals if s.kind is Kind.FAILURE] == []
+
+
+@pytest.mark.parametrize("errno", [Errno.EPERM, Errno.EACCES])
+def test_a_permission_errno_is_a_permission_signal_with_what_the_line_says(errno: Errno) -> None:
+    line = view("iptables: Permission denied (you must be root).")
+    signal = permission_denied(
+        line, errno, "Permission denied", family=Family.IPV6, backend=Backend.NFT, detail="d"
+    )
+    assert signal == line.signal(
+        Kind.PERMISSION,
+        errno=errno,
+        errno_text="Permission denied",
+        family=Family.IPV6,
+        backend=Backend.NFT,
+        detail="d",
+    )
+
+
+@pytest.mark.parametrize("errno", [None, Errno.ENOENT, Errno.EOPNOTSUPP, Errno.OTHER])
+def test_any_other_errno_is_no_permission_signal(errno: Errno | None) -> None:
+    assert (
+        permission_denied(view("iptables: No chain/target/match by that name."), errno, "") is None
+    )

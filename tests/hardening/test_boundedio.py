@@ -19,7 +19,7 @@ from meshready.boundedio import (
     read_text_or_none,
 )
 from meshready.errors import InputError
-from meshready.rules.iptables_parser import _split
+from meshready.rules.iptables_parser import split_line
 
 
 def test_regular_files_are_read(tmp_path: Path) -> None:
@@ -82,7 +82,7 @@ def test_quoted_rule_lines_split_exactly_as_shlex() -> None:
         except ValueError:
             expected = InputError
         try:
-            got: object = _split(line, "s", 1)
+            got: object = split_line(line, "s", 1)
         except InputError:
             got = InputError
         assert got == expected, repr(line)

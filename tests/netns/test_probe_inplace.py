@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from meshready.actions.probe import ProbeResult, probe, rule_texts
+from meshready.actions.probe import Mode, ProbeResult, probe, rule_texts
 from meshready.actions.probe.connect import check_connections, listen
 from meshready.actions.probe.netns import APP_ADDR, VETH_SETUP
 from meshready.actions.probe_targets import PROBE_TARGETS
 from meshready.assess.plan import needs_from_options
 from meshready.knowledge.profiles import PROFILES
+from meshready.knowledge.requests import Backend
 from tests.netns.nsutil import apply, in_netns, snapshot
 
 pytestmark = pytest.mark.netns
@@ -46,12 +47,12 @@ def _pod_traffic_redirected(profile: str) -> bool:
 def _scenario(
     profile: str, backend: str
 ) -> tuple[ProbeResult, dict[str, str], dict[str, str], bool]:
-    spec = needs_from_options(profile, (), backend)
+    spec = needs_from_options(profile, (), Backend(backend))
     for rt in rule_texts(spec):  # the pod's own rules, as its init container applied them
         argv = ["nft", "-f", "-"] if rt.kind == "nft" else RESTORE[(backend, rt.kind)]
         apply(argv, rt.text)
     before = snapshot()
-    result = probe(spec, mode="inplace")
+    result = probe(spec, mode=Mode.INPLACE)
     after = snapshot()
     return result, before, after, _pod_traffic_redirected(profile)
 
@@ -69,7 +70,7 @@ def test_inplace_leaves_the_pod_as_it_was(profile: str, backend: str) -> None:
 def test_inplace_in_an_empty_namespace_leaves_no_tables() -> None:
     def run() -> tuple[ProbeResult, dict[str, str], dict[str, str]]:
         before = snapshot()
-        result = probe(needs_from_options("linkerd", (), "nft"), mode="inplace")
+        result = probe(needs_from_options("linkerd", (), Backend.NFT), mode=Mode.INPLACE)
         return result, before, snapshot()
 
     result, before, after = in_netns(run)
@@ -84,13 +85,13 @@ def test_inplace_cleans_up_after_a_failure(tmp_path) -> None:  # type: ignore[no
         "*mangle\n-A OUTPUT -p tcp -j REDIRECT --to-ports 1\nCOMMIT\n"
     )
     spec = needs_from_options(
-        None, (str(tmp_path / "good.v4.rules"), str(tmp_path / "bad.v4.rules")), "legacy"
+        None, (str(tmp_path / "good.v4.rules"), str(tmp_path / "bad.v4.rules")), Backend.LEGACY
     )
 
     def run() -> tuple[ProbeResult, dict[str, str], dict[str, str]]:
         apply(["iptables-legacy-restore"], good)
         before = snapshot()
-        result = probe(spec, mode="inplace")
+        result = probe(spec, mode=Mode.INPLACE)
         return result, before, snapshot()
 
     result, before, after = in_netns(run)
@@ -105,7 +106,7 @@ def test_inplace_removes_stale_chains_of_a_killed_probe() -> None:
         apply(["iptables-legacy-restore", "--noflush"],
               "*nat\n:MRP0a0a_LIVE - [0:0]\n-A MRP0a0a_LIVE -p tcp -j REDIRECT --to-ports 1\n"
               "-I OUTPUT 1 -o lo -p tcp --dport 9 -j MRP0a0a_LIVE\nCOMMIT\n")  # fmt: skip
-        result = probe(needs_from_options("istio-sidecar", (), "legacy"), mode="inplace")
+        result = probe(needs_from_options("istio-sidecar", (), Backend.LEGACY), mode=Mode.INPLACE)
         return result, snapshot()["iptables-legacy-save"]
 
     result, after = in_netns(run)

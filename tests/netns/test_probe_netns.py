@@ -13,6 +13,7 @@ import pytest
 
 from meshready.actions.probe import probe
 from meshready.assess.plan import needs_from_options
+from meshready.knowledge.requests import Backend
 from tests.netns.nsutil import children_of, descendants_of, snapshot
 
 pytestmark = pytest.mark.netns
@@ -36,7 +37,7 @@ def test_profiles_pass_for_real(profile: str, backend: str) -> None:
     before = snapshot()
     # Other suites' servers (the test apiserver, etcd) may be this process's children too.
     children = children_of(os.getpid())
-    result = probe(needs_from_options(profile, (), backend))
+    result = probe(needs_from_options(profile, (), Backend(backend)))
     assert result.ok, result.to_dict()
     assert result.redirected and result.proxy_bypassed is True
     assert result.original_dst == "192.0.2.2:8080"
@@ -76,7 +77,7 @@ def test_fails_when_the_proxy_is_redirected_too(tmp_path: Path) -> None:
         "noexclude.v4.rules",
         "*nat\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n",
     )
-    result = probe(needs_from_options(None, (rules,), "legacy"), proxy_uid=1337)
+    result = probe(needs_from_options(None, (rules,), Backend.LEGACY), proxy_uid=1337)
     assert result.redirected and result.proxy_bypassed is False and not result.ok
     assert "proxy" in result.detail and "redirected" in result.detail
 
@@ -87,7 +88,7 @@ def test_fails_when_nothing_is_redirected(tmp_path: Path) -> None:
         "*nat\n-A OUTPUT -p tcp -d 10.9.9.9/32 --dport 9999 -j REDIRECT --to-ports 15001\nCOMMIT\n"
     )
     rules = _rules(tmp_path, "other-dest.v4.rules", text)
-    result = probe(needs_from_options(None, (rules,), "nft"), proxy_uid=1337)
+    result = probe(needs_from_options(None, (rules,), Backend.NFT), proxy_uid=1337)
     assert not result.ok and not result.redirected
     assert "no application connection was redirected: 192.0.2.2:8080" in result.detail
     assert "192.0.2.2:9999" in result.detail  # the port the rules name was tried too
@@ -106,7 +107,7 @@ def test_rules_that_capture_only_some_ports(tmp_path: Path) -> None:
         "-A ISTIO_OUTPUT -p tcp --dport 31000 -j ISTIO_REDIRECT",
         "COMMIT",
     ]) + "\n")  # fmt: skip
-    result = probe(needs_from_options(None, (rules,), "legacy"))
+    result = probe(needs_from_options(None, (rules,), Backend.LEGACY))
     assert result.ok, result.to_dict()
     assert result.original_dst == "192.0.2.2:32000" and result.proxy == "uid 1337"
 
@@ -118,7 +119,7 @@ def test_user_rules_with_proxy_uid_from_the_rules(tmp_path: Path) -> None:
         "iptables -t nat -A MESH -m owner --uid-owner 999 -j RETURN",
         "iptables -t nat -A MESH -p tcp -j REDIRECT --to-ports 7000",
     ]) + "\n")  # fmt: skip
-    result = probe(needs_from_options(None, (rules,), "legacy"))
+    result = probe(needs_from_options(None, (rules,), Backend.LEGACY))
     assert result.ok, result.to_dict()
     assert result.proxy == "uid 999" and result.redirect_port == 7000
 
@@ -129,7 +130,7 @@ def test_rules_the_kernel_rejects(tmp_path: Path) -> None:
         tmp_path, "bad.v4.rules", "*mangle\n-A OUTPUT -p tcp -j REDIRECT --to-ports 15001\nCOMMIT\n"
     )
     before = snapshot()
-    result = probe(needs_from_options(None, (rules,), "legacy"))
+    result = probe(needs_from_options(None, (rules,), Backend.LEGACY))
     assert not result.ok and result.error is not None
     assert "iptables-legacy-restore failed" in result.error
     assert snapshot() == before
@@ -147,7 +148,7 @@ def test_timeout_kills_everything(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(os, "fork", fork)
     children = children_of(os.getpid())
-    result = probe(needs_from_options("istio-sidecar", (), "legacy"), timeout=0.05)
+    result = probe(needs_from_options("istio-sidecar", (), Backend.LEGACY), timeout=0.05)
     assert not result.ok and result.error is not None and "did not finish" in result.error
     assert started and descendants_of(started[0]) == []
     assert children_of(os.getpid()) == children

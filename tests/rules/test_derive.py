@@ -26,7 +26,7 @@ from meshready.host.modindex import ModuleIndex, load_index
 from meshready.knowledge.nftables import CORE_CHAIN_TYPES, CORE_EXPRESSIONS
 from meshready.knowledge.requests import Backend, Need, Request
 from meshready.rules.derive import needs_for
-from meshready.rules.load import load_rules_file, parse_rules_text
+from meshready.rules.load import RuleSyntax, load_rules_file, parse_rules_text
 from tests.conftest import DATA, KERNELS, REPO, shared_dir
 
 REQ, WARN, BIN = "required", "warns", "asked by the binary"
@@ -41,7 +41,7 @@ def _kind(need: Need) -> str:
 def _derive(
     text: str, syntax: str, backend: Backend, version: str = "1.8.9", source: str = "t"
 ) -> dict[str, str]:
-    needs = needs_for([parse_rules_text(text, source, syntax)], backend, version)
+    needs = needs_for([parse_rules_text(text, source, RuleSyntax(syntax))], backend, version)
     out = {" ".join(n.request.candidates): _kind(n) for n in needs}
     assert len(out) == len(needs), "a request derived twice"
     return out
@@ -313,7 +313,7 @@ def test_reasons_name_every_rule_once_in_order() -> None:
         "-A OUTPUT -p tcp --dport 3 -j REDIRECT --to-ports 4\n"
         "-A PREROUTING -p tcp --dport 3 -j REDIRECT --to-ports 4\nCOMMIT\n"
     )
-    needs = needs_for([parse_rules_text(text, "f.rules", "iptables")], Backend.LEGACY)
+    needs = needs_for([parse_rules_text(text, "f.rules", RuleSyntax.IPTABLES)], Backend.LEGACY)
     assert [n.request.name for n in needs] == [
         "ip_tables",
         "iptable_nat",
@@ -330,8 +330,8 @@ def test_reasons_name_every_rule_once_in_order() -> None:
 
 
 def test_rulesets_add_up_across_families() -> None:
-    v4 = parse_rules_text(PORTS, "a.rules", "iptables")
-    v6 = parse_rules_text(PORTS, "b.rules", "ip6tables")
+    v4 = parse_rules_text(PORTS, "a.rules", RuleSyntax.IPTABLES)
+    v6 = parse_rules_text(PORTS, "b.rules", RuleSyntax.IP6TABLES)
     names = [n.request.name for n in needs_for([v4, v6], Backend.LEGACY)]
     assert names == [
         "ip_tables",

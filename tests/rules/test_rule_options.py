@@ -14,7 +14,6 @@ from meshready.rules.iptables_parser import (
     chain_declaration,
     parse_iptables,
     parse_rule_line,
-    rule_options,
     split_line,
     table_header,
 )
@@ -29,6 +28,7 @@ from meshready.rules.model import (
     port_ranges,
 )
 from meshready.rules.nft_parser import parse_nft
+from meshready.rules.xt_spec import spec_options
 from tests.conftest import shared_dir
 
 _CHAINS = (
@@ -381,12 +381,12 @@ def test_parse_rule_line_reads_one_rule_alone() -> None:
 
 def test_options_are_read_from_the_spec_on_demand() -> None:
     rule = _xt("-A ISTIO_OUTPUT -s 10.0.0.0/8 -p tcp -m tcp --dport 80 -j ISTIO_REDIRECT")
-    assert rule_options(rule) == (
+    assert rule.option_rows == (
         ("-s", ("10.0.0.0/8",), False, None),
         ("-p", ("tcp",), False, None),
         ("--dport", ("80",), False, "tcp"),
     )
-    assert rule.option_rows == rule_options(rule)
+    assert spec_options(rule.spec, {"ISTIO_REDIRECT"}) == rule.option_rows
     assert XtRule(1, "nat", "X", None, (), None, "-A X").options == ()
 
 

@@ -18,13 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from meshready.actions.kernel import (
-    has_signature,
-    kernel_guard,
-    loaded_modules,
-    refcount,
-    valid_module_name,
-)
+from meshready.actions.kernel import has_signature, refcount, valid_module_name
 from meshready.actions.loader import Loader, module_file, read_module_image
 from meshready.actions.persist import (
     PERSIST_PATH,
@@ -41,6 +35,7 @@ from meshready.assess.report import Report, State, backend_name
 from meshready.assess.resolve import close_over
 from meshready.errors import ActionError, InputError, MeshreadyError
 from meshready.host.facts import HostFacts, gather_live
+from meshready.host.kernel_state import kernel_guard, loaded_modules
 from meshready.host.modindex import ModuleIndex, load_index
 from meshready.host.root import HostRoot
 from meshready.knowledge.requests import Backend
@@ -74,11 +69,12 @@ class FixPlan:
 
     @property
     def nothing_to_do(self) -> bool:
-        return not self.load and self.persist_action in ("unchanged", "none")
+        return not self.load and not self.persist_action.changes
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["backend"] = backend_name(self.backend)
+        data["persist_action"] = self.persist_action.value
         data["allowed"] = sorted(self.allowed)
         return data
 
@@ -95,10 +91,11 @@ class FixResult:
 
     @property
     def persist_changed(self) -> bool:
-        return self.persist_action in ("create", "update")
+        return self.persist_action.changes
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
+        data["persist_action"] = self.persist_action.value
         data["persist_changed"] = self.persist_changed
         data["timings"] = {m: round(s, 4) for m, s in self.timings}
         return data
@@ -225,23 +222,20 @@ def plan_fix(
                         )
 
     content: str | None = None
-    action: PersistAction = "none"
+    action = PersistAction.NONE
     if options.persist and persist_modules:
         content = render_persist(
-            persist_modules,
-            profile=report.profile,
-            backend=None if report.backend is None else report.backend.value,
-            rules=report.rules,
+            persist_modules, profile=report.profile, backend=report.backend, rules=report.rules
         )
         action = persist_action(root, content)
-        if action in ("create", "update"):
+        if action.changes:
             hint = writable_hint(root)
             if hint is not None:
                 blockers.append(hint)
 
     changes = [f"load {name}" for name in load]
-    if action in ("create", "update"):
-        changes.append(f"{action} {PERSIST_PATH} ({len(persist_modules)} modules)")
+    if action.changes:
+        changes.append(f"{action.value} {PERSIST_PATH} ({len(persist_modules)} modules)")
     return FixPlan(
         release=report.kernel.release,
         profile=report.profile,
@@ -268,7 +262,7 @@ def apply_fix(plan: FixPlan, index: ModuleIndex, root: HostRoot, loader: Loader)
             raise ActionError(
                 f"refusing {name}: not derived from the rules nor allowed; nothing was changed"
             )
-    writes = plan.persist_content is not None and plan.persist_action in ("create", "update")
+    writes = plan.persist_content is not None and plan.persist_action.changes
     started = time.monotonic()
     if plan.load and kernel_guard(root).modules_disabled:
         raise ActionError(
@@ -282,7 +276,7 @@ def apply_fix(plan: FixPlan, index: ModuleIndex, root: HostRoot, loader: Loader)
     loaded: list[str] = []
     already: list[str] = list(plan.present)
     timings: list[tuple[str, float]] = []
-    action: PersistAction = plan.persist_action if plan.persist_content is not None else "none"
+    action = plan.persist_action if plan.persist_content is not None else PersistAction.NONE
     try:
         for name in plan.load:
             if name in (loaded_modules(root) or frozenset()):

@@ -14,11 +14,7 @@ import os
 
 from meshready.actions.libc import libc
 from meshready.errors import ActionError
-
-# actions/fix.py still imports these two from here (explicit re-exports); the readers are host's
-from meshready.host.kernel_state import kernel_guard as kernel_guard
-from meshready.host.kernel_state import loaded_modules as loaded_modules
-from meshready.host.kernel_state import module_refcount
+from meshready.host.kernel_state import kernel_guard, module_refcount
 from meshready.host.modindex import MODULE_NAME
 from meshready.host.root import HostRoot
 

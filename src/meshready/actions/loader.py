@@ -48,8 +48,6 @@ class LoaderKind(StrEnum):
     PYTHON = "python"
 
 
-LOADER_NAMES: tuple[str, ...] = tuple(kind.value for kind in LoaderKind)
-
 MODPROBE_PATHS = ("/usr/sbin/modprobe", "/sbin/modprobe", "/usr/bin/modprobe", "/bin/modprobe")
 _CLEAN_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LC_ALL": "C", "LANG": "C"}
 
@@ -356,12 +354,8 @@ class ModprobeLoader(Loader):
         return f"cannot load {name}: modprobe exit {code}: {last}"
 
 
-def choose_loader(kind: LoaderKind | str, root: HostRoot) -> Loader:
+def choose_loader(kind: LoaderKind, root: HostRoot) -> Loader:
     """``auto``: the host's modprobe when it has one, else the Python loader."""
-    try:
-        kind = LoaderKind(kind)
-    except ValueError as exc:
-        raise InputError("--loader", f"unknown loader {kind!r} (auto, modprobe or python)") from exc
     if kind is LoaderKind.PYTHON:
         return PythonLoader()
     if kind is LoaderKind.MODPROBE:

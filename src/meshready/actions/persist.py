@@ -15,41 +15,54 @@ import os
 import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
 from meshready import __version__
 from meshready.actions.kernel import valid_module_name
 from meshready.boundedio import SMALL_CAP, open_regular
 from meshready.errors import ActionError, InputError
 from meshready.host.root import HostRoot
+from meshready.knowledge.requests import Backend
 from meshready.safetext import one_line
 
 PERSIST_DIR = "/etc/modules-load.d"
 PERSIST_PATH = f"{PERSIST_DIR}/meshready.conf"
 MARKER = "# Written by meshready"
 
-PersistAction = Literal["create", "update", "unchanged", "none"]
+
+class PersistAction(StrEnum):
+    """What persisting does to the file (in plans and results, JSON as the value)."""
+
+    CREATE = "create"
+    UPDATE = "update"
+    UNCHANGED = "unchanged"  # the file already holds exactly this content
+    NONE = "none"  # nothing to persist
+
+    @property
+    def changes(self) -> bool:
+        """The file is written."""
+        return self in (PersistAction.CREATE, PersistAction.UPDATE)
 
 
 def header_lines(
     profile: str | None,
-    backend: str | None,
+    backend: Backend | None,
     rules: Sequence[str] = (),
     purpose: str = "meshready fix",
 ) -> list[str]:
-    # Every value here comes from input and lands in a comment: one line each, or refused (a
-    # newline would start a line systemd-modules-load loads as a module).
+    # Every value here that comes from input lands in a comment: one line each, or refused (a
+    # newline would start a line systemd-modules-load loads as a module). A backend is one of
+    # Backend's values.
     if profile is not None:
         one_line(profile, "--profile", "profile name")
-    if backend is not None:
-        one_line(backend, "--backend", "backend name")
     for rule_file in rules:
         one_line(rule_file, "--rules", "rules file name")
     one_line(purpose, "header", "purpose")
     what = f"profile {profile}" if profile else f"rules {', '.join(rules) or '(none)'}"
+    backend_text = "?" if backend is None else backend.value
     return [
         f"{MARKER} {__version__} ({purpose}): kernel modules that service-mesh traffic",
-        f"# interception needs ({what}, backend {backend or '?'}), dependencies first.",
+        f"# interception needs ({what}, backend {backend_text}), dependencies first.",
         "# Loaded at boot by systemd-modules-load. Rewritten by `meshready fix`, removed by",
         "# `meshready unfix`; local changes are overwritten.",
     ]
@@ -59,7 +72,7 @@ def render_persist(
     modules: Sequence[str],
     *,
     profile: str | None,
-    backend: str | None,
+    backend: Backend | None,
     rules: Sequence[str] = (),
 ) -> str:
     """The file's exact content: a header, then one module per line in load order."""
@@ -69,14 +82,6 @@ def render_persist(
         if name not in names:
             names.append(name)
     return "\n".join([*header_lines(profile, backend, rules), *names]) + "\n"
-
-
-def persisted_modules(content: str) -> list[str]:
-    return [
-        line.strip()
-        for line in content.splitlines()
-        if line.strip() and not line.lstrip().startswith(("#", ";"))
-    ]
 
 
 def read_persisted(root: HostRoot) -> str | None:
@@ -104,11 +109,11 @@ def read_persisted(root: HostRoot) -> str | None:
 
 def persist_action(root: HostRoot, content: str | None) -> PersistAction:
     if content is None:
-        return "none"
+        return PersistAction.NONE
     current = read_persisted(root)
     if current is None:
-        return "create"
-    return "unchanged" if current == content else "update"
+        return PersistAction.CREATE
+    return PersistAction.UNCHANGED if current == content else PersistAction.UPDATE
 
 
 def _error(path: str, exc: OSError) -> ActionError:
@@ -168,18 +173,18 @@ def writable_hint(root: HostRoot) -> str | None:
 @dataclass(frozen=True)
 class PersistResult:
     path: str  # host path
-    action: PersistAction  # "create", "update" or "unchanged"
+    action: PersistAction  # create, update or unchanged
 
     @property
     def changed(self) -> bool:
-        return self.action in ("create", "update")
+        return self.action.changes
 
 
 def write_persisted(root: HostRoot, content: str) -> PersistResult:
     """Write ``content`` atomically; nothing is written when the file already holds it."""
     action = persist_action(root, content)
-    if action == "unchanged":
-        return PersistResult(PERSIST_PATH, "unchanged")
+    if action is PersistAction.UNCHANGED:
+        return PersistResult(PERSIST_PATH, PersistAction.UNCHANGED)
     directory = root.path(PERSIST_DIR)
     tmp: str | None = None
     try:

@@ -13,9 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from meshready.errors import InputError
-from meshready.rules.iptables_parser import parse_rule_line
-from meshready.rules.load import parse_rules_text
+from meshready.knowledge.iptables import PROGRAMS
 from meshready.rules.model import (
     NftRule,
     NftRuleset,
@@ -25,7 +23,6 @@ from meshready.rules.model import (
     leading_id,
     port_ranges,
 )
-from meshready.rules.nft_parser import parse_nft
 
 
 @dataclass(frozen=True)
@@ -89,32 +86,20 @@ def derive_target_from_rules(rulesets: Iterable[Ruleset]) -> ProbeTarget:
     return _derive([rule for ruleset in rulesets for rule in _in_order(ruleset)])
 
 
-def derive_target(texts: Iterable[str]) -> ProbeTarget:
-    """:func:`derive_target_from_rules` for rules given as text: files (iptables-restore input,
-    ``iptables`` command lines, nft scripts) or lines on their own."""
-    return _derive([rule for text in texts for rule in _rules_of(text)])
-
-
 def _in_order(ruleset: Ruleset) -> list[_Rule]:
     if isinstance(ruleset, NftRuleset):
         return sorted(ruleset.rules, key=lambda r: r.line)
-    return sorted((r for table in ruleset.tables for r in table.rules), key=lambda r: r.line)
+    rules = [r for table in ruleset.tables for r in table.rules]
+    if any(_is_command_line(r) for r in rules):
+        # ``iptables ...`` command lines are applied table by table, tables in the order they
+        # first appear (actions/probe/rules.py ``to_restore``): their first RETURN in that order.
+        return list[_Rule](rules)
+    return sorted(rules, key=lambda r: r.line)
 
 
-def _rules_of(text: str) -> list[_Rule]:
-    try:
-        return _in_order(parse_rules_text(text, "rules"))
-    except InputError:
-        pass
-    # Not a whole file: each line that is a rule on its own counts.
-    rules: list[_Rule] = []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        try:
-            rule = parse_rule_line(line, lineno=lineno)
-            rules.extend([rule] if rule is not None else parse_nft(line, "rules").rules)
-        except InputError:
-            continue
-    return rules
+def _is_command_line(rule: XtRule) -> bool:
+    words = rule.text.split(None, 1)
+    return bool(words) and words[0] in PROGRAMS
 
 
 def _proxy_uid(rule: _Rule) -> int | None:
@@ -164,14 +149,6 @@ def target_for_rules(
 ) -> ProbeTarget:
     """The target of ``profile``, else one derived from ``rulesets``; ``proxy_uid`` overrides."""
     target = PROBE_TARGETS.get(profile or "") or derive_target_from_rules(rulesets)
-    return _with_uid(target, proxy_uid)
-
-
-def target_for(
-    profile: str | None, texts: Iterable[str], proxy_uid: int | None = None
-) -> ProbeTarget:
-    """:func:`target_for_rules` for rules given as text."""
-    target = PROBE_TARGETS.get(profile or "") or derive_target(texts)
     return _with_uid(target, proxy_uid)
 
 

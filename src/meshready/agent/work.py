@@ -16,10 +16,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from meshready.actions.fix import FixOptions, apply_fix, assess_live, plan_fix
-from meshready.actions.loader import Loader, choose_loader
+from meshready.actions.loader import Loader, LoaderKind, choose_loader
+from meshready.actions.probe import Mode
+from meshready.actions.probe import probe as run_probe
 from meshready.assess.plan import NeedsSpec
 from meshready.assess.report import Report, State
 from meshready.cluster.published import (
@@ -35,6 +38,31 @@ from meshready.host.facts import HostFacts
 from meshready.host.root import HostRoot
 
 log = logging.getLogger("meshready.agent")
+
+
+class AgentLoader(StrEnum):
+    """``meshready agent --loader``: a loader of ``actions.loader``, or none at all."""
+
+    AUTO = LoaderKind.AUTO.value
+    MODPROBE = LoaderKind.MODPROBE.value
+    PYTHON = LoaderKind.PYTHON.value
+    NONE = "none"  # the agent never loads (the init container did; --fix-record tells what)
+
+    def loader_kind(self) -> LoaderKind | None:
+        """The loader to load with; None for ``none``."""
+        return None if self is AgentLoader.NONE else LoaderKind(self.value)
+
+
+class AgentProbeMode(StrEnum):
+    """``meshready agent --probe-mode``: a probe mode of ``actions.probe``, or no probe."""
+
+    INPLACE = Mode.INPLACE.value
+    NETNS = Mode.NETNS.value
+    OFF = "off"
+
+    def probe_mode(self) -> Mode | None:
+        """The mode to probe in; None for ``off``."""
+        return None if self is AgentProbeMode.OFF else Mode(self.value)
 
 
 @dataclass(frozen=True)
@@ -72,16 +100,16 @@ class Prober(Protocol):
 class ActionsFixer:
     """Loads with meshready.actions (the chosen loader), persisting when asked."""
 
-    def __init__(self, spec: NeedsSpec, root: HostRoot, loader: str, persist: bool) -> None:
+    def __init__(self, spec: NeedsSpec, root: HostRoot, loader: LoaderKind, persist: bool) -> None:
         self.spec = spec
         self.root = root
-        self.loader_name = loader
+        self.loader_kind = loader
         self.persist = persist
         self._loader: Loader | None = None
 
     def loader(self) -> Loader:
         if self._loader is None:
-            self._loader = choose_loader(self.loader_name, self.root)
+            self._loader = choose_loader(self.loader_kind, self.root)
         return self._loader
 
     def fix(self, report: Report, facts: HostFacts) -> FixOutcome:
@@ -109,25 +137,23 @@ class ActionsFixer:
 class ActionsProber:
     """A redirect probe with meshready.actions.probe, in the pod's own network namespace."""
 
-    def __init__(self, spec: NeedsSpec, mode: str) -> None:
+    def __init__(self, spec: NeedsSpec, mode: Mode) -> None:
         self.spec = spec
         self.mode = mode
 
     def probe(self) -> ProbeSummary:
-        from meshready.actions.probe import probe  # only when probing: iptables wrappers
-
         started = time.monotonic()
         try:
-            result = probe(self.spec, self.spec.backend, mode=self.mode)
+            result = run_probe(self.spec, self.spec.backend, mode=self.mode)
         except MeshreadyError as exc:
             return ProbeSummary(
-                mode=self.mode,
+                mode=self.mode.value,
                 ok=False,
                 seconds=time.monotonic() - started,
                 error=exc.one_line(),
             )
         return ProbeSummary(
-            mode=self.mode,
+            mode=self.mode.value,
             ok=bool(result.ok),
             redirected=result.redirected,
             proxy_bypassed=result.proxy_bypassed,

@@ -50,13 +50,13 @@ def iptables_assumption(
 def needs_from_options(
     profile: str | None,
     rules: tuple[str, ...],
-    backend: Backend | str | None,
+    backend: Backend | None,
     iptables_version: str | None = None,
 ) -> NeedsSpec:
     """Rules from ``--rules`` files, else from ``--profile`` (default: the Istio sidecar).
-    ``backend`` overrides the default one (a member, or its value as some callers still pass it);
+    ``backend`` overrides the default one;
     ``iptables_version`` overrides the profile's (the mesh image's) iptables version."""
-    chosen_backend = Backend(backend) if backend else None
+    chosen_backend = backend
     if rules and profile:
         raise InputError("--profile", "give either --profile or --rules, not both")
     if rules:

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from meshready.errors import MeshreadyError
 from meshready.knowledge.requests import Backend
 
 SCHEMA = "meshready.io/report/v1"
@@ -112,3 +113,81 @@ class Report:
             "recommended": list(self.recommended),
         }
         return data
+
+
+class ReportFormatError(MeshreadyError):
+    """JSON that is not a report: e.g. a check pod printed something else (a version mismatch
+    between this client and the image, or a crash). Exit code 1."""
+
+
+def strings(value: Any) -> tuple[str, ...]:
+    """A JSON list of strings (or nothing) as a tuple."""
+    return tuple(str(v) for v in value or ())
+
+
+def backend_from_text(value: Any) -> Backend | None:
+    """A backend as a report or an agent wrote it; None when absent, "?" or not one we know
+    (Report prints None as "?")."""
+    known = isinstance(value, str) and value in {b.value for b in Backend}
+    return Backend(value) if known else None
+
+
+def _iptables(data: Any) -> IptablesAssumption | None:
+    if not isinstance(data, dict):
+        return None
+    return IptablesAssumption(str(data["version"]), str(data["source"]), str(data["measured_as"]))
+
+
+def report_from_dict(data: dict[str, Any]) -> Report:
+    """The Report of ``check -o json``; ReportFormatError when DATA is not one."""
+    if data.get("schema") != SCHEMA:
+        raise ReportFormatError(f"expected a {SCHEMA} report, got schema {data.get('schema')!r}")
+    try:
+        kernel = data["kernel"]
+        return Report(
+            ready=bool(data["ready"]),
+            summary=str(data["summary"]),
+            backend=backend_from_text(data["backend"]),
+            profile=data.get("profile"),
+            rules=strings(data.get("rules")),
+            kernel=KernelInfo(
+                release=kernel.get("release"),
+                arch=kernel.get("arch"),
+                source=str(kernel.get("source", "")),
+                module_support=kernel.get("module_support"),
+                modprobe=kernel.get("modprobe"),
+                modules_disabled=kernel.get("modules_disabled"),
+                index=kernel.get("index"),
+                config=kernel.get("config"),
+            ),
+            modules=tuple(
+                ModuleReport(
+                    name=str(m["name"]),
+                    state=State(m["state"]),
+                    direct=bool(m["direct"]),
+                    requests=strings(m.get("requests")),
+                    needed_by=strings(m.get("needed_by")),
+                    detail=str(m.get("detail", "")),
+                    config=m.get("config"),
+                    path=m.get("path"),
+                    required=bool(m.get("required", True)),
+                    warning=m.get("warning"),
+                )
+                for m in data["modules"]
+            ),
+            load_order=strings(data.get("load_order")),
+            unresolved=tuple(
+                UnresolvedRequest(
+                    str(u["request"]),
+                    strings(u.get("needed_by")),
+                    str(u.get("detail", "")),
+                    required=bool(u.get("required", True)),
+                    warning=u.get("warning"),
+                )
+                for u in data.get("unresolved") or ()
+            ),
+            notes=strings(data.get("notes")),
+            iptables=_iptables(data.get("iptables")),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ReportFormatError(f"not a {SCHEMA} report ({type(exc).__name__}: {exc})") from exc

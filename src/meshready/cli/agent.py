@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from meshready.actions.loader import LOADER_NAMES
-from meshready.actions.probe import Mode
+from meshready.agent.work import AgentLoader, AgentProbeMode
 from meshready.assess.plan import needs_from_options
+from meshready.cli.choices import enum_choice
 from meshready.cli.kube import kube_options
 from meshready.cli.options import rules_options
 from meshready.cluster.names import (
@@ -24,6 +24,7 @@ from meshready.cluster.names import (
     TAINT_EFFECTS,
 )
 from meshready.errors import InputError
+from meshready.knowledge.requests import Backend
 
 _PATH = click.Path(path_type=Path)
 
@@ -83,8 +84,8 @@ def _boot_id(path: Path) -> str | None:
 )
 @click.option(
     "--loader",
-    type=click.Choice([*LOADER_NAMES, "none"]),  # none: the agent never loads
-    default="auto",
+    type=enum_choice(AgentLoader),
+    default=AgentLoader.AUTO.value,
     show_default=True,
     help="how to load modules (python: the module syscalls, no kmod needed; none: never load)",
 )
@@ -96,8 +97,8 @@ def _boot_id(path: Path) -> str | None:
 )
 @click.option(
     "--probe-mode",
-    type=click.Choice([Mode.INPLACE.value, Mode.NETNS.value, "off"]),  # off: no probe
-    default="inplace",
+    type=enum_choice(AgentProbeMode),
+    default=AgentProbeMode.INPLACE.value,
     show_default=True,
     help="redirect probe: in this pod's network namespace (inplace), a new one (netns), or none",
 )
@@ -178,16 +179,16 @@ def agent(
     sys_dir: Path | None,
     profile: str | None,
     rules: tuple[str, ...],
-    backend: str | None,
+    backend: Backend | None,
     kubeconfig: Path | None,
     context: str | None,
     no_cluster: bool,
     once: bool,
     init_step: bool,
     fix_record: Path | None,
-    loader: str,
+    loader: AgentLoader,
     persist: bool,
-    probe_mode: str,
+    probe_mode: AgentProbeMode,
     taint_key: str,
     no_taint: bool,
     interval: float,
@@ -247,7 +248,8 @@ def agent(
     from meshready.agent.initstep import RecordedFixer, run_init
 
     boot_file = root.path("/proc/sys/kernel/random/boot_id")
-    fixer: Any = None if loader == "none" else ActionsFixer(spec, root, loader, persist)
+    loader_kind = loader.loader_kind()
+    fixer: Any = None if loader_kind is None else ActionsFixer(spec, root, loader_kind, persist)
     if init_step:
         if fixer is None:
             raise InputError("--init", "loads modules: needs a --loader other than none")
@@ -255,7 +257,8 @@ def agent(
         raise SystemExit(run_init(result, fix_record, _boot_id(boot_file)))
     if fixer is None and fix_record is not None:
         fixer = RecordedFixer(fix_record, lambda: _boot_id(boot_file))
-    prober = None if probe_mode == "off" else ActionsProber(spec, probe_mode)
+    mode = probe_mode.probe_mode()
+    prober = None if mode is None else ActionsProber(spec, mode)
     work = NodeWork(spec, root, fixer=fixer, prober=prober)
 
     factory = None

@@ -7,6 +7,7 @@ node's files offline, and says which.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from meshready.cli.options import (
     iptables_version_option,
     rules_options,
 )
-from meshready.cli.output import emit_json, fix_script, render_report
+from meshready.cli.output import emit_json, fix_script, output_option, render_report
 from meshready.errors import InputError
 from meshready.knowledge.requests import Backend
 
@@ -37,9 +38,7 @@ from meshready.knowledge.requests import Backend
 @rules_options
 @iptables_version_option
 @host_options
-@click.option(
-    "-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True
-)
+@output_option("table", "json")
 @click.option("-v", "--verbose", is_flag=True, help="show every module, dependencies included")
 @click.option(
     "--fix-script",
@@ -81,10 +80,9 @@ def check(
     Exit 0 when ready (every node), 1 when not, 2 on bad input.
     """
     node = node_request_options(params)
+    local = _LocalKernel(host_root, lsmod, kernel_release, modules_dir, kernel_config)
     if targets or node["selector"] is not None:
-        local = {"--host-root": host_root, "--lsmod": lsmod, "--kernel-release": kernel_release}
-        local |= {"--modules-dir": modules_dir, "--kernel-config": kernel_config}
-        given = [name for name, value in local.items() if value is not None]
+        given = local.options_given()
         if given or fix_script:
             raise InputError(
                 given[0] if given else "--fix-script", "cannot be combined with node/NAME or -l"
@@ -96,10 +94,30 @@ def check(
             **node,
         )
         ctx.exit(run_on_nodes(request, kubeconfig, context, output, verbose))
-    _check_local(
-        ctx, profile, rules, backend, host_root, lsmod, kernel_release, modules_dir,
-        kernel_config, output, verbose, fix_script, iptables_version,
-    )  # fmt: skip
+    _check_local(ctx, profile, rules, backend, local, output, verbose, fix_script, iptables_version)
+
+
+@dataclass(frozen=True)
+class _LocalKernel:
+    """Where a check without node/NAME reads the kernel: this machine, a host root, or a node's
+    files offline (the host options, as given)."""
+
+    host_root: Path | None
+    lsmod: Path | None
+    kernel_release: str | None
+    modules_dir: Path | None
+    kernel_config: Path | None
+
+    def options_given(self) -> list[str]:
+        """The host options given, by name."""
+        values = {
+            "--host-root": self.host_root,
+            "--lsmod": self.lsmod,
+            "--kernel-release": self.kernel_release,
+            "--modules-dir": self.modules_dir,
+            "--kernel-config": self.kernel_config,
+        }
+        return [name for name, value in values.items() if value is not None]
 
 
 def _check_local(
@@ -107,11 +125,7 @@ def _check_local(
     profile: str | None,
     rules: tuple[str, ...],
     backend: Backend | None,
-    host_root: Path | None,
-    lsmod: Path | None,
-    kernel_release: str | None,
-    modules_dir: Path | None,
-    kernel_config: Path | None,
+    local: _LocalKernel,
     output: str,
     verbose: bool,
     script: bool,
@@ -121,12 +135,13 @@ def _check_local(
     from meshready.cli.next_steps import load_commands, next_steps, print_steps
 
     spec = needs_from_options(profile, rules, backend, iptables_version)
-    facts = facts_from_options(host_root, lsmod, kernel_release, modules_dir, kernel_config)
+    facts = facts_from_options(
+        local.host_root, local.lsmod, local.kernel_release, local.modules_dir, local.kernel_config
+    )
     report = assess(spec.needs, facts, spec.backend, spec.profile, spec.rules, spec.iptables)
     offline = facts.source == "offline"
-    machine = describe_machine(
-        host_root, (str(lsmod) if lsmod else kernel_release or "?") if offline else None
-    )
+    label = str(local.lsmod) if local.lsmod else local.kernel_release or "?"
+    machine = describe_machine(local.host_root, label if offline else None)
     if script:
         header = [f"load and persist what {machine.title()} is missing; run there as root"]
         click.echo(fix_script(load_commands(report), header), nl=False)

@@ -13,6 +13,8 @@ from meshready.actions.persist import PERSIST_PATH
 from meshready.boundedio import open_regular
 from meshready.cli.choices import enum_choice
 from meshready.cli.kube import kube_options
+from meshready.cli.output import console, emit_json, output_option, print_commands, print_prose
+from meshready.cli.output import fix_script as script
 from meshready.diagnose.engine import diagnose_text
 from meshready.diagnose.model import DiagnoseContext, Diagnosis, Finding, Where
 from meshready.errors import InputError
@@ -66,13 +68,8 @@ def read_log(spec: str) -> tuple[str, str]:
 
 @click.command()
 @click.argument("logs", nargs=-1, metavar="[FILE|-|node/NAME...]")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["table", "wide", "json"]),
-    default="table",
-    show_default=True,
-    help="wide: with --cluster or node/NAME, also every pod's name",
+@output_option(
+    "table", "wide", "json", help_text="wide: with --cluster or node/NAME, also every pod's name"
 )
 @click.option(
     "--fix-script",
@@ -172,8 +169,6 @@ def diagnose(
     )
     diagnosis = diagnose_text(text, source, log_context)
     if fix_script:
-        from meshready.cli.output import fix_script as script
-
         steps = [c for f in diagnosis.findings[:1] for c in f.fix.steps]
         node = [c for c in steps if c.where is Where.NODE]
         after = [c for c in steps if c.where is Where.CLUSTER]
@@ -184,8 +179,6 @@ def diagnose(
         header += [f"then, from a workstation: {' '.join(c.run.split())}" for c in after]
         click.echo(script(node, header), nl=False)
     elif output == "json":
-        from meshready.cli.output import emit_json
-
         emit_json({"schema": DIAGNOSIS_SCHEMA, **diagnosis.to_dict()})
     else:
         render(diagnosis, verbose)
@@ -194,8 +187,6 @@ def diagnose(
 
 def render(diagnosis: Diagnosis, verbose: bool = False) -> None:
     from rich.markup import escape
-
-    from meshready.cli.output import console
 
     out = console()
     if diagnosis.ok:
@@ -224,8 +215,6 @@ def _render_finding(out: Any, n: int, f: Finding, verbose: bool, first: bool) ->
     )
     if f.modules:
         out.print(f"   modules: [bold]{escape(' '.join(f.modules))}[/]")
-    from meshready.cli.output import print_prose
-
     print_prose(f.explanation, indent="   ")
     shown = f.evidence_lines if verbose else f.evidence_lines[:3]
     if shown:
@@ -235,8 +224,6 @@ def _render_finding(out: Any, n: int, f: Finding, verbose: bool, first: bool) ->
         hidden = len(f.evidence_lines) - len(shown)
         if hidden:
             out.print(f"     [dim](+{hidden} more; -v shows all)[/]")
-    from meshready.cli.output import print_commands
-
     node = [c for c in f.fix.steps if c.where is Where.NODE]
     after = [c for c in f.fix.steps if c.where is Where.CLUSTER]
     if node:

@@ -9,7 +9,7 @@ import click
 
 from meshready.actions.fix import FixOptions, FixPlan, FixResult, apply_fix, assess_live, plan_fix
 from meshready.actions.loader import LoaderKind, choose_loader
-from meshready.actions.persist import PERSIST_PATH, remove_persisted
+from meshready.actions.persist import PERSIST_PATH, PersistAction, remove_persisted
 from meshready.assess.plan import needs_from_options
 from meshready.assess.report import Report, backend_name
 from meshready.cli.choices import enum_choice
@@ -61,7 +61,7 @@ def _print_plan(plan: FixPlan, dry_run: bool) -> None:
     elif plan.persist_content is None:
         click.echo("  persist: nothing to persist (no needed module is a loadable module)")
     else:
-        click.echo(f"  persist: {plan.persist_action} {plan.persist_path}")
+        click.echo(f"  persist: {plan.persist_action.value} {plan.persist_path}")
         if dry_run:
             for line in plan.persist_content.splitlines():
                 click.echo(f"    | {line}")
@@ -80,7 +80,7 @@ def _print_result(result: FixResult) -> None:
     if result.persist_path is None:
         click.echo("persisted nothing")
     elif result.persist_changed:
-        verb = "wrote" if result.persist_action == "create" else "updated"
+        verb = "wrote" if result.persist_action is PersistAction.CREATE else "updated"
         click.echo(f"{verb} {result.persist_path}")
     else:
         click.echo(f"{result.persist_path} already up to date (unchanged)")

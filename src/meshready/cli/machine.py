@@ -11,6 +11,7 @@ import os
 import re
 import socket
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
 from meshready.host.root import HostRoot
@@ -44,23 +45,32 @@ def arch_from_release(release: str | None) -> str | None:
     return _ARCH_NAME.get(m["arch"], m["arch"]) if m else None
 
 
+class Where(StrEnum):
+    """Where a check looked (the JSON's ``machine.how``); the next steps depend on it."""
+
+    LIVE = "live"  # this machine's running kernel
+    HOST_ROOT = "host-root"  # a root filesystem mounted here (--host-root)
+    OFFLINE = "offline"  # files copied from a node (--lsmod, --kernel-release ...)
+    NODE = "node"  # a cluster's node, from a workstation (check node/NAME)
+
+
 @dataclass(frozen=True)
 class Machine:
-    how: str  # live | host-root | offline
+    how: Where  # live | host-root | offline
     name: str  # hostname, host root path, or the lsmod file
     kubernetes_node: bool | None  # None: cannot tell (offline)
     evidence: str  # why we think so
 
     def title(self) -> str:
-        if self.how == "live":
+        if self.how is Where.LIVE:
             return f"this machine ({self.name})"
-        if self.how == "host-root":
+        if self.how is Where.HOST_ROOT:
             return f"the host root at {self.name}"
         return f"offline data ({self.name})"
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "how": self.how,
+            "how": self.how.value,
             "name": self.name,
             "kubernetes_node": self.kubernetes_node,
             "evidence": self.evidence,
@@ -88,18 +98,22 @@ def kubelet_evidence(root: HostRoot, live: bool) -> str | None:
 
 def describe_machine(host_root: Path | None, offline_source: str | None) -> Machine:
     if offline_source is not None:
-        return Machine("offline", offline_source, None, "offline data")
+        return Machine(Where.OFFLINE, offline_source, None, "offline data")
     # In a pod (the agent's, or the one `check node/NAME` starts): the kubelet sets this in every
     # container, whatever the pod's enableServiceLinks says.
     in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
     node = os.environ.get(ON_NODE_ENV, "")
     if host_root is not None:
         if node:
-            return Machine("host-root", f"{host_root} of node {node}", True, "a pod on the node")
+            return Machine(
+                Where.HOST_ROOT, f"{host_root} of node {node}", True, "a pod on the node"
+            )
         if in_pod:
-            return Machine("host-root", str(host_root), True, "a pod on the node")
+            return Machine(Where.HOST_ROOT, str(host_root), True, "a pod on the node")
         found = kubelet_evidence(HostRoot(host_root), live=False)
-        return Machine("host-root", str(host_root), found is not None, found or "no kubelet files")
+        return Machine(
+            Where.HOST_ROOT, str(host_root), found is not None, found or "no kubelet files"
+        )
     found = kubelet_evidence(HostRoot(), live=True)
     name = socket.gethostname()
-    return Machine("live", name, found is not None, found or "no kubelet files or process")
+    return Machine(Where.LIVE, name, found is not None, found or "no kubelet files or process")

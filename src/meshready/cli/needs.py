@@ -10,7 +10,7 @@ from meshready.assess.assess import assess
 from meshready.assess.plan import needs_from_options
 from meshready.assess.report import State, backend_name
 from meshready.cli.options import iptables_version_option, rules_options
-from meshready.cli.output import emit_json
+from meshready.cli.output import emit_json, output_option
 from meshready.host.facts import gather_live, gather_offline
 from meshready.knowledge.profiles import PROFILES
 from meshready.knowledge.requests import Backend
@@ -40,9 +40,7 @@ from meshready.knowledge.requests import Backend
     metavar="FILE",
     help="the kernel's config, to tell built-in modules without a module tree",
 )
-@click.option(
-    "-o", "--output", type=click.Choice(["lines", "json"]), default="lines", show_default=True
-)
+@output_option("lines", "json")
 def needs(
     profile: str | None,
     rules: tuple[str, ...],

@@ -15,6 +15,7 @@ import click
 from meshready.actions.bootstrap import PROVIDERS
 from meshready.actions.persist import PERSIST_PATH
 from meshready.assess.report import Report, State
+from meshready.cli.machine import Where
 from meshready.cli.output import print_commands, print_prose
 
 _MODULE = re.compile(r"^[A-Za-z0-9_-]+$")  # what may go into a command line unquoted
@@ -50,8 +51,8 @@ def load_commands(report: Report) -> tuple[str, ...]:
     )
 
 
-def next_steps(report: Report, where: str, node: str | None = None) -> list[Step]:
-    """WHERE: live (this machine), host-root, offline (files from a node), node (node/NAME)."""
+def next_steps(report: Report, where: Where, node: str | None = None) -> list[Step]:
+    """Steps for a check of ``where`` (``node``: the name of the node, for ``Where.NODE``)."""
     if report.ready:
         return []
     steps: list[Step] = []
@@ -60,7 +61,7 @@ def next_steps(report: Report, where: str, node: str | None = None) -> list[Step
     unknown = [m.name for m in report.modules if m.state is State.UNKNOWN]
     commands = load_commands(report)
     providers = "|".join(PROVIDERS)
-    if commands and where == "node" and node:
+    if commands and where is Where.NODE and node:
         steps.append(
             Step(
                 "load and persist them on that node from here (a short-lived pod with exactly "
@@ -70,9 +71,10 @@ def next_steps(report: Report, where: str, node: str | None = None) -> list[Step
         )
         steps.append(Step("or on every node, now and on new ones: kubectl meshready install"))
     elif commands:
-        on = "on this machine" if where in ("live", "host-root") else "on the node"
+        here = where in (Where.LIVE, Where.HOST_ROOT)
+        on = "on this machine" if here else "on the node"
         steps.append(Step(f"load them now and at every boot, {on}:", commands))
-        if where in ("live", "host-root"):
+        if here:
             steps.append(Step("or let meshready plan, load and persist them:", _fix_commands()))
         else:
             steps.append(
@@ -81,7 +83,7 @@ def next_steps(report: Report, where: str, node: str | None = None) -> list[Step
                     "kubectl meshready check node/NAME, then kubectl meshready fix node/NAME"
                 )
             )
-    if unknown and where == "offline":
+    if unknown and where is Where.OFFLINE:
         steps.append(
             Step(
                 f"{len(unknown)} module(s) unknown: without the node's module tree nobody can "

@@ -11,13 +11,18 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from meshready.cli.kube import connect_with_config, kube_options, talking_to
+from meshready.cli.options import image_options
 from meshready.cli.output import emit_json, print_table, render_report, snake_keys
 from meshready.errors import InputError, MeshreadyError
+from meshready.knowledge.requests import Backend
+
+if TYPE_CHECKING:
+    from meshready.cluster.manifests import ImagePullPolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -27,8 +32,6 @@ MAX_NODES = 200  # a selector that matches a whole fleet wants `status`, not a p
 
 
 def node_options(func: F) -> F:
-    from meshready.cluster.manifests import DEFAULT_IMAGE
-
     for option in reversed(
         [
             click.option(
@@ -46,19 +49,7 @@ def node_options(func: F) -> F:
                 help="node/NAME: the agent's published result (agent), a short-lived pod on the "
                 "node (pod), or the agent's when it reports (auto)",
             ),
-            click.option(
-                "--image",
-                default=DEFAULT_IMAGE,
-                show_default=True,
-                metavar="REF",
-                help="node/NAME: image of the pod (the same as `install --image`)",
-            ),
-            click.option(
-                "--image-pull-policy",
-                type=click.Choice(["Always", "IfNotPresent", "Never"]),
-                default="IfNotPresent",
-                show_default=True,
-            ),
+            image_options("node/NAME: image of the pod (the same as `install --image`)"),
             click.option(
                 "-n",
                 "--namespace",
@@ -86,7 +77,7 @@ class NodeRequest:
     selector: str | None
     via: str
     image: str
-    image_pull_policy: str
+    image_pull_policy: ImagePullPolicy
     namespace: str | None
     timeout: float
     rule_args: tuple[str, ...]  # --profile/--backend for the command in the pod
@@ -122,7 +113,9 @@ class NodeResult:
         }
 
 
-def rule_args(profile: str | None, rules: Sequence[str], backend: str | None) -> tuple[str, ...]:
+def rule_args(
+    profile: str | None, rules: Sequence[str], backend: Backend | None
+) -> tuple[str, ...]:
     if rules:
         raise InputError(
             "--rules",
@@ -132,7 +125,7 @@ def rule_args(profile: str | None, rules: Sequence[str], backend: str | None) ->
     if profile:
         args.append(f"--profile={profile}")
     if backend:
-        args.append(f"--backend={backend}")
+        args.append(f"--backend={backend.value}")
     return tuple(args)
 
 
@@ -202,8 +195,8 @@ def _via_pod(
     namespace: str,
     on_state: Callable[[str], None] = lambda _: None,
 ) -> NodeResult:
+    from meshready.assess.report import report_from_dict
     from meshready.cluster.node_pod import node_pod, run_node_pod
-    from meshready.cluster.node_report import report_from_dict
 
     args = ["--host-root=/host", "-o", "json", *request.rule_args, *request.extra_args]
     if request.kind == "fix":
@@ -214,7 +207,7 @@ def _via_pod(
         image=request.image,
         namespace=namespace,
         args=args,
-        image_pull_policy=request.image_pull_policy,
+        image_pull_policy=request.image_pull_policy.value,
         deadline_seconds=int(request.timeout) + 30,
     )
     run = run_node_pod(client, body, timeout=request.timeout, on_state=on_state)
@@ -288,7 +281,7 @@ def run_on_nodes(
 
 
 def _render(results: Sequence[NodeResult], request: NodeRequest, verbose: bool) -> None:
-    from meshready.cli.machine import arch_from_release
+    from meshready.cli.machine import Where, arch_from_release
     from meshready.cli.next_steps import next_steps, print_steps
     from meshready.cli.output import Column
     from meshready.cli.status import age
@@ -334,7 +327,7 @@ def _render(results: Sequence[NodeResult], request: NodeRequest, verbose: bool) 
                 arch = arch_from_release(report.kernel.release)
                 report = replace(report, kernel=replace(report.kernel, arch=arch))
             render_report(report, verbose or r.via == "agent", machine=f"node/{r.node}")
-            print_steps(next_steps(report, "node", r.node))
+            print_steps(next_steps(report, Where.NODE, r.node))
         click.echo("")
 
 

@@ -1,4 +1,5 @@
-"""Options shared by commands: where the rules come from and which kernel to look at."""
+"""Options shared by commands: where the rules come from, which kernel to look at, which image
+a pod runs."""
 
 from __future__ import annotations
 
@@ -57,6 +58,36 @@ def iptables_version_option(func: F) -> F:
         help="iptables version in the mesh's image (default: the profile's; see "
         "docs/knowledge.md); decides which iptables-nft modules are required",
     )(func)
+
+
+def image_options(image_help: str) -> Callable[[F], F]:
+    """``--image`` (``image_help`` says whose) and ``--image-pull-policy``: the image of the pods a
+    command creates (the agent's for install, a node pod's for node/NAME)."""
+
+    def decorate(func: F) -> F:
+        from meshready.cluster.manifests import DEFAULT_IMAGE, ImagePullPolicy
+
+        for option in reversed(
+            [
+                click.option(
+                    "--image",
+                    default=DEFAULT_IMAGE,
+                    show_default=True,
+                    metavar="REF",
+                    help=image_help,
+                ),
+                click.option(
+                    "--image-pull-policy",
+                    type=enum_choice(ImagePullPolicy),
+                    default=ImagePullPolicy.IF_NOT_PRESENT.value,
+                    show_default=True,
+                ),
+            ]
+        ):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 def host_options(func: F) -> F:

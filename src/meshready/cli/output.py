@@ -18,9 +18,9 @@ import os
 import re
 import shutil
 import sys
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import click
 
@@ -30,6 +30,21 @@ ELLIPSIS = "…"
 COLUMN_GAP = 3  # as kubectl separates its columns
 # A command broken over lines keeps each line at least this long, however narrow the terminal.
 MIN_COMMAND_WIDTH = 40
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def output_option(*formats: str, help_text: str | None = None) -> Callable[[F], F]:
+    """The ``-o/--output`` option of a command that prints in one of ``formats``, the first by
+    default."""
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(list(formats)),
+        default=formats[0],
+        show_default=True,
+        help=help_text,
+    )
 
 
 def emit_json(data: Any) -> None:

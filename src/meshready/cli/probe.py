@@ -7,15 +7,17 @@ import click
 from meshready.actions.probe import Mode
 from meshready.actions.probe import probe as run_probe
 from meshready.assess.plan import needs_from_options
+from meshready.cli.choices import enum_choice
 from meshready.cli.options import rules_options
 from meshready.cli.output import emit_json
+from meshready.knowledge.requests import Backend
 
 
 @click.command()
 @rules_options
 @click.option(
     "--mode",
-    type=click.Choice([m.value for m in Mode]),
+    type=enum_choice(Mode),
     default=Mode.NETNS.value,
     show_default=True,
     help="netns: a throwaway network namespace (root); inplace: in this network namespace, "
@@ -38,8 +40,8 @@ def probe(
     ctx: click.Context,
     profile: str | None,
     rules: tuple[str, ...],
-    backend: str | None,
-    mode: str,
+    backend: Backend | None,
+    mode: Mode,
     proxy_uid: int | None,
     timeout: float,
     output: str,
@@ -49,7 +51,7 @@ def probe(
     not. Everything is cleaned up whatever happens. Exit 0 when it passes, 1 when not, 2 on bad input.
     """
     spec = needs_from_options(profile, rules, backend)
-    result = run_probe(spec, spec.backend, Mode(mode), timeout=timeout, proxy_uid=proxy_uid)
+    result = run_probe(spec, spec.backend, mode, timeout=timeout, proxy_uid=proxy_uid)
     if output == "json":
         emit_json({"schema": "meshready.io/probe/v1", **result.to_dict()})
     else:

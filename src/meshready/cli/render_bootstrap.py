@@ -82,7 +82,7 @@ def bootstrap(
         )
     source = Source(
         profile=spec.profile,
-        backend=spec.backend.value,
+        backend=spec.backend,
         rules=spec.rules,
         kernel=report.kernel.release if facts.index or facts.config else None,
     )

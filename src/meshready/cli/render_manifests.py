@@ -14,6 +14,7 @@ import click
 
 from meshready.actions.persist import PERSIST_PATH
 from meshready.cli.choices import enum_choice
+from meshready.cli.options import image_options
 from meshready.knowledge.profiles import PROFILES
 from meshready.knowledge.requests import Backend
 
@@ -22,7 +23,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def manifest_options(func: F) -> F:
     """The options that shape the objects (shared by render manifests and install)."""
-    from meshready.cluster.manifests import DEFAULT_IMAGE
+    from meshready.cluster.manifests import PodProbeMode
     from meshready.cluster.names import DEFAULT_NAMESPACE, DEFAULT_TAINT_KEY
 
     for option in reversed(
@@ -35,19 +36,7 @@ def manifest_options(func: F) -> F:
                 metavar="NS",
                 help="namespace of the agent (created unless it is a system namespace)",
             ),
-            click.option(
-                "--image",
-                default=DEFAULT_IMAGE,
-                show_default=True,
-                metavar="REF",
-                help="agent image",
-            ),
-            click.option(
-                "--image-pull-policy",
-                type=click.Choice(["Always", "IfNotPresent", "Never"]),
-                default="IfNotPresent",
-                show_default=True,
-            ),
+            image_options("agent image"),
             click.option(
                 "--profile",
                 type=click.Choice(sorted(PROFILES)),
@@ -70,8 +59,8 @@ def manifest_options(func: F) -> F:
             click.option("--no-taint", is_flag=True, help="no startup taint handling"),
             click.option(
                 "--probe-mode",
-                type=click.Choice(["inplace", "off"]),
-                default="inplace",
+                type=enum_choice(PodProbeMode),
+                default=PodProbeMode.INPLACE.value,
                 show_default=True,
                 help="redirect probe in the agent pod's network namespace (needs NET_ADMIN, NET_RAW)",
             ),

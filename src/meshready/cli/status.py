@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from meshready.cli.kube import connect_with_config, kube_options, talking_to
-from meshready.cli.output import Column, emit_json, print_table
+from meshready.cli.output import Column, emit_json, output_option, print_table
 from meshready.cluster.names import DEFAULT_NAMESPACE
 
 COLUMNS = (
@@ -41,13 +41,8 @@ def age(seconds: float | None) -> str:
     metavar="NS",
     help=f"namespace the agent runs in (default: {DEFAULT_NAMESPACE})",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Choice(["table", "wide", "json"]),
-    default="table",
-    show_default=True,
-    help="wide: also the backend, kernel and the agent's message",
+@output_option(
+    "table", "wide", "json", help_text="wide: also the backend, kernel and the agent's message"
 )
 @click.option("--no-headers", is_flag=True, help="print the table without its header line")
 @click.option(

@@ -168,45 +168,47 @@ def find_failures(pods: Iterable[Pod]) -> list[PodFailure]:
         meta, spec, status = pod.metadata, pod.spec, pod.status
         if meta is None or status is None:
             continue
-        namespace, name = meta.namespace or "default", meta.name or ""
-        node = spec.nodeName if spec else None
+        pod_ref = _PodRef(
+            meta.namespace or "default", meta.name or "", spec.nodeName if spec else None
+        )
         for cs in status.initContainerStatuses or []:
             mesh = MESH_INIT_CONTAINERS.get(cs.name)
-            failed, why = _failed(cs)
-            if mesh and failed:
-                out.append(
-                    PodFailure(
-                        namespace,
-                        name,
-                        node,
-                        cs.name,
-                        "init",
-                        mesh,
-                        why,
-                        cs.restartCount,
-                        _has_previous(cs),
-                    )
-                )
+            if mesh:
+                out.extend(pod_ref.failure(cs, "init", mesh))
         labels = meta.labels or {}
         node_mesh = next((m for (k, v), m in MESH_NODE_PODS.items() if labels.get(k) == v), None)
         if node_mesh:
             for cs in [*(status.initContainerStatuses or []), *(status.containerStatuses or [])]:
-                failed, why = _failed(cs)
-                if failed:
-                    out.append(
-                        PodFailure(
-                            namespace,
-                            name,
-                            node,
-                            cs.name,
-                            "node-pod",
-                            node_mesh,
-                            why,
-                            cs.restartCount,
-                            _has_previous(cs),
-                        )
-                    )
+                out.extend(pod_ref.failure(cs, "node-pod", node_mesh))
     return out
+
+
+@dataclass(frozen=True)
+class _PodRef:
+    """The pod a container status belongs to, as a failure names it."""
+
+    namespace: str
+    pod: str
+    node: str | None
+
+    def failure(self, cs: ContainerStatus, kind: str, mesh: str) -> list[PodFailure]:
+        """The container's failure, if it failed: a list of zero or one."""
+        failed, why = _failed(cs)
+        if not failed:
+            return []
+        return [
+            PodFailure(
+                self.namespace,
+                self.pod,
+                self.node,
+                cs.name,
+                kind,
+                mesh,
+                why,
+                cs.restartCount,
+                _has_previous(cs),
+            )
+        ]
 
 
 class LogReadError(Exception):

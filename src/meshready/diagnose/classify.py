@@ -15,6 +15,7 @@ Rules of thumb:
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -28,7 +29,7 @@ from meshready.diagnose.readers import LogLine
 from meshready.diagnose.signals import Errno, Kind, Signal, Step
 from meshready.errors import InputError
 from meshready.knowledge import log_causes as lc
-from meshready.knowledge.iptables import CORE_EXTENSIONS
+from meshready.knowledge.iptables import COMMANDS, CORE_EXTENSIONS, JUMP_OPTIONS, TABLE_OPTIONS
 from meshready.knowledge.nftables import KEYWORD_EXPRESSIONS
 from meshready.knowledge.renames import gone_on, parse_kernel_version, rename_for
 from meshready.knowledge.requests import (
@@ -1122,6 +1123,9 @@ _COMMAND_RULE = re.compile(
 )
 
 
+_NAME_PREFIX = re.compile(r"[\w-]+")  # a chain or target name, as far as it goes
+
+
 def _candidates_for_command(state: _State, command: str) -> tuple[str, ...]:
     """The modules one traced iptables command needs (its table, matches and targets)."""
     m = _COMMAND_RULE.search(command)
@@ -1132,7 +1136,7 @@ def _candidates_for_command(state: _State, command: str) -> tuple[str, ...]:
     rest: list[str] = []
     i = 0
     while i < len(args):
-        if args[i] in ("-t", "--table") and i + 1 < len(args):
+        if args[i] in TABLE_OPTIONS and i + 1 < len(args):
             table = args[i + 1]
             i += 2
             continue
@@ -1144,13 +1148,18 @@ def _candidates_for_command(state: _State, command: str) -> tuple[str, ...]:
             continue
         rest.append(args[i])
         i += 1
-    if not rest or rest[0] not in ("-A", "-I", "--append", "--insert"):
+    if not rest or COMMANDS.get(rest[0]) not in ("-A", "-I"):
         return ()
     family = Family.IPV6 if re.search(r"\bip6", command) else Family.IPV4
     chains = {rest[1]} if len(rest) > 1 and rest[1] not in _BUILTIN_CHAINS else set()
-    jump = re.search(r"(?:^|\s)(?:-j|--jump|-g|--goto)\s+(?P<t>[\w-]+)", " ".join(rest))
-    if jump and ("_" in jump.group("t") or "-" in jump.group("t")):
-        chains.add(jump.group("t"))
+    # A jump to a name with "_" or "-" is taken for a user chain (KUBE-SVC-..., ISTIO_REDIRECT):
+    # target extensions are plain words (REDIRECT, MASQUERADE).
+    pairs = itertools.pairwise(rest)
+    jump = next((name for option, name in pairs if option in JUMP_OPTIONS), "")
+    named = _NAME_PREFIX.match(jump)
+    target = named.group() if named else ""
+    if "_" in target or "-" in target:
+        chains.add(target)
     single = LogRules(xt={(family, table): [(0, " ".join(rest))]}, chains={(family, table): chains})
     try:
         mods, _ = modules_for_rules(single, state.backend, state.kernel_release)

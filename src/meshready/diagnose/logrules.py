@@ -16,7 +16,13 @@ from dataclasses import dataclass, field
 from meshready.assess.resolve import knowledge_index, resolve_request
 from meshready.diagnose.readers import LogLine
 from meshready.errors import InputError
-from meshready.knowledge.iptables import COMMANDS, STANDARD_TARGETS, TABLES
+from meshready.knowledge.iptables import (
+    COMMANDS,
+    JUMP_OPTIONS,
+    STANDARD_TARGETS,
+    TABLE_OPTIONS,
+    TABLES,
+)
 from meshready.knowledge.renames import parse_kernel_version
 from meshready.knowledge.requests import Backend, Family, Need
 from meshready.rules.derive import needs_for
@@ -38,8 +44,6 @@ _NFT_CMD = re.compile(
 _COMMENT = re.compile(r"\s+-m comment --comment\s+(\"[^\"]*\"|\S+)")
 # The commands that add a rule or a chain (short forms of knowledge.iptables.COMMANDS).
 _ADDING = frozenset({"-A", "-I", "-R", "-N"})
-_TABLE_OPTIONS = frozenset({"-t", "--table"})
-_JUMPS = frozenset({"-j", "--jump", "-g", "--goto"})
 # Log text is split on blanks, not read as shell words: logs print rules inside their own quoted
 # messages, so quotes in them do not pair up. A name ends where the punctuation of the sentence
 # around it starts ("-N CONSUL_PROXY_INBOUND, err: exit status 3").
@@ -140,7 +144,7 @@ def _table_option(args: str) -> tuple[str, str]:
     without the ``-t TABLE`` option."""
     words = args.split()
     for i, word in enumerate(words[:-1]):
-        name = _TABLE_NAME.match(words[i + 1]) if word in _TABLE_OPTIONS else None
+        name = _TABLE_NAME.match(words[i + 1]) if word in TABLE_OPTIONS else None
         if name:
             tail = len(words[i + 1]) - name.end()  # punctuation after the name stays
             return name.group(), _without_words(args, i, 2, tail)
@@ -183,7 +187,7 @@ def _add(
     words = text.split()
     i = 0
     while i < len(words) - 1:
-        if words[i] not in _JUMPS:
+        if words[i] not in JUMP_OPTIONS:
             i += 1
             continue
         found_name = _NAME.match(words[i + 1])

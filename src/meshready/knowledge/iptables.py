@@ -6,6 +6,8 @@ Sources: iptables(8) and iptables-extensions(8); iptables 1.8.9 (Debian bookworm
 
 from __future__ import annotations
 
+from meshready.knowledge.requests import Family
+
 TABLES = ("filter", "nat", "mangle", "raw", "security")
 
 BUILTIN_CHAINS = {
@@ -91,6 +93,27 @@ def nft_chain_type(table: str, chain: str) -> str:
         return "route"
     return "filter"
 
+
+# The programs an ``iptables ...`` command line starts with, and the family each one changes
+# (iptables(8): "iptables/ip6tables"; the -legacy and -nft variants are the two backends'
+# names of the same command, iptables 1.8 ``xtables-legacy-multi``/``xtables-nft-multi``).
+PROGRAMS: dict[str, Family] = {
+    "iptables": Family.IPV4,
+    "iptables-legacy": Family.IPV4,
+    "iptables-nft": Family.IPV4,
+    "ip6tables": Family.IPV6,
+    "ip6tables-legacy": Family.IPV6,
+    "ip6tables-nft": Family.IPV6,
+}
+
+# iptables(8) OPTIONS: the option naming the table a command works on, and those that make it wait
+# for the xtables lock ("-w, --wait [seconds]", "-W, --wait-interval microseconds").
+TABLE_OPTIONS = frozenset({"-t", "--table"})
+WAIT_OPTIONS = frozenset({"-w", "--wait", "-W", "--wait-interval"})
+
+# iptables(8) TARGETS: the options that name the chain or target a rule jumps (or goes) to.
+JUMP_OPTIONS = frozenset({"-j", "--jump", "-g", "--goto"})
+GOTO_OPTIONS = frozenset({"-g", "--goto"})
 
 # iptables(8) COMMANDS that read or change rules and chains, every spelling -> its short form.
 # Listing commands (-L, -S) are not here: rules files and logs never apply them.

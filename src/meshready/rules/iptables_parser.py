@@ -17,41 +17,15 @@ from meshready.knowledge.iptables import (
     CHAIN_COMMAND_ARGS,
     COMMANDS,
     NUMBERED_RULE_COMMANDS,
-    PROTOCOL_MATCH_NAME,
-    PROTOCOL_OPTIONS,
+    PROGRAMS,
     RULE_COMMANDS,
-    STANDARD_TARGETS,
+    TABLE_OPTIONS,
     TABLES,
 )
 from meshready.knowledge.requests import Family
-from meshready.rules.model import OptionRow, XtRule, XtRuleset, XtTable
+from meshready.rules.model import XtRule, XtRuleset, XtTable
+from meshready.rules.xt_spec import read_spec
 
-# Core options of a rule that take one argument and never load an extension.
-_CORE_WITH_ARG = {
-    "-s",
-    "--source",
-    "--src",
-    "-d",
-    "--destination",
-    "--dst",
-    "-i",
-    "--in-interface",
-    "-o",
-    "--out-interface",
-    "-w",
-    "--wait",
-    "-W",
-    "--wait-interval",
-}
-_CORE_NO_ARG = {"-f", "--fragment", "-4", "--ipv4", "-6", "--ipv6", "-v", "--verbose", "-n"}
-_BINARIES = {
-    "iptables": Family.IPV4,
-    "iptables-legacy": Family.IPV4,
-    "iptables-nft": Family.IPV4,
-    "ip6tables": Family.IPV6,
-    "ip6tables-legacy": Family.IPV6,
-    "ip6tables-nft": Family.IPV6,
-}
 _V6_HINT = re.compile(
     r"(^|\s)(-[sd]|--source|--destination)\s+!?\s*[0-9a-fA-F]*:[0-9a-fA-F:]*(/\d+)?"
 )
@@ -104,10 +78,6 @@ def split_line(line: str, source: str = "rules", lineno: int | None = None) -> l
         return shlex.split(line, comments=False, posix=True)
     except ValueError as exc:
         raise InputError(source, f"cannot split rule ({exc})", lineno) from exc
-
-
-# tests/hardening checks the splitter under its old private name.
-_split = split_line
 
 
 def table_header(line: str) -> str | None:
@@ -168,13 +138,13 @@ def parse_iptables(text: str, source: str, family: Family | None = None) -> XtRu
             continue
 
         tokens = split_line(line, source, lineno)
-        if tokens and tokens[0] in _BINARIES:
+        if tokens and tokens[0] in PROGRAMS:
             # A command line: "iptables [-t TABLE] COMMAND ...".
             if family is None and tokens[0].startswith("ip6"):
                 ruleset.family = Family.IPV6
             tokens = tokens[1:]
             table_name = "filter"
-            if len(tokens) >= 2 and tokens[0] in ("-t", "--table"):
+            if len(tokens) >= 2 and tokens[0] in TABLE_OPTIONS:
                 table_name, tokens = tokens[1], tokens[2:]
             table = table_for(table_name, lineno)
         elif open_table is not None:
@@ -215,9 +185,9 @@ def parse_rule_line(
     raises InputError for a rule iptables would reject on its own.
     """
     tokens = split_line(line.strip(), source, lineno)
-    if tokens and tokens[0] in _BINARIES:
+    if tokens and tokens[0] in PROGRAMS:
         tokens = tokens[1:]
-        if len(tokens) >= 2 and tokens[0] in ("-t", "--table"):
+        if len(tokens) >= 2 and tokens[0] in TABLE_OPTIONS:
             table, tokens = tokens[1], tokens[2:]
     if not tokens or COMMANDS.get(tokens[0]) not in RULE_COMMANDS:
         return None
@@ -225,18 +195,6 @@ def parse_rule_line(
     builtin = BUILTIN_CHAINS.get(table, ())
     _command(tokens, holder, set(chains), source, lineno, line.strip(), builtin)
     return holder.rules[0]
-
-
-def rule_options(rule: XtRule) -> tuple[OptionRow, ...]:
-    """The options of ``rule`` in order, each as (name, values, negated, owner); read from its
-    specification on demand (:attr:`XtRule.options`), as parsing a kube-proxy iptables-save
-    with an object per option took a quarter longer."""
-    # The parse took the jump for a chain exactly when it found no target extension.
-    chains = {rule.jump} if rule.target is None and rule.jump is not None else set()
-    rows: list[OptionRow] = []
-    tokens = list(rule.spec)
-    _rule(tokens, rule.table, rule.chain, chains, "rule", rule.line, rule.text, rule.command, rows)
-    return tuple(rows)
 
 
 def _command(
@@ -273,155 +231,19 @@ def _command(
         rest = rest[1:]
     if chain in builtin:
         table.builtin_chains_used.add(chain)
-    table.rules.append(_rule(rest, table.name, chain, chains, source, lineno, text, written))
-
-
-_JUMPS = frozenset({"-j", "--jump", "-g", "--goto"})
-_GOTOS = frozenset({"-g", "--goto"})
-
-
-def _rule(
-    tokens: list[str],
-    table: str,
-    chain: str,
-    chains: set[str],
-    source: str,
-    lineno: int,
-    text: str,
-    command: str,
-    rows: list[OptionRow] | None = None,
-) -> XtRule:
-    """The rule in ``tokens`` (its specification, after the chain); its options are appended to
-    ``rows`` when given (see :func:`rule_options`)."""
-    protocol: str | None = None
-    matches: list[str] = []
-    target: str | None = None
-    jump: str | None = None
-    current: str | None = None  # the extension that owns the following options
-    with_options: set[str] = set()  # matches that got at least one option
-    negated = False  # a "!" was read and no option has taken it yet
-    i = 0
-    n = len(tokens)
-    while i < n:
-        tok = tokens[i]
-        if tok == "!":
-            negated = True
-            i += 1
-            continue
-        if tok in ("-p", "--protocol"):
-            protocol = _arg(tokens, i, source, lineno).lower()
-            if rows is not None:
-                rows.append(_core_option(tokens, i, negated))
-            negated = False
-            i += 2
-            continue
-        if tok in ("-m", "--match"):
-            current = _arg(tokens, i, source, lineno)
-            matches.append(current)
-            i += 2
-            continue
-        if tok in _JUMPS:
-            name = _arg(tokens, i, source, lineno)
-            jump = name
-            if tok in _GOTOS or name in STANDARD_TARGETS or name in chains:
-                current = None
-            else:
-                # Like iptables: a name that is no chain must be a target extension.
-                target = name
-                current = name
-            i += 2
-            continue
-        if tok in ("-c", "--set-counters"):
-            i += 3
-            continue
-        if tok in _CORE_WITH_ARG:
-            _arg(tokens, i, source, lineno)
-            if rows is not None:
-                rows.append(_core_option(tokens, i, negated))
-            negated = False
-            i += 2
-            continue
-        if tok in _CORE_NO_ARG:
-            if rows is not None:
-                rows.append((tok, (), negated, None))
-            negated = False
-            i += 1
-            continue
-        if tok.startswith("--"):
-            implicit = _implicit_protocol_match(tok, protocol, current, matches)
-            if implicit is not None:
-                matches.append(implicit)
-                current = implicit
-            elif current is None:
-                raise InputError(source, f"option {tok} belongs to no match or target", lineno)
-            with_options.add(current)
-            # Its arguments: the words up to the next option; a "!" right after the option is
-            # the old ``--dport ! 80`` form of negation.
-            start = i + 1
-            if start < n and tokens[start] == "!":
-                negated = True
-                start += 1
-            end = start
-            while end < n and not _starts_option(tokens[end]):
-                end += 1
-            if rows is not None:
-                rows.append((tok, tuple(tokens[start:end]), negated, current))
-            negated = False
-            i = end
-            continue
-        if tok.startswith("-") and len(tok) == 2 and not tok[1].isdigit():
-            raise InputError(source, f"unknown option {tok}", lineno)
-        # An argument of the option before it.
-        i += 1
-    return XtRule(
-        line=lineno,
-        table=table,
-        chain=chain,
-        protocol=protocol,
-        matches=tuple(matches),
-        target=target,
-        text=text,
-        bare_matches=tuple(m for m in matches if m not in with_options),
-        spec=tuple(tokens),
-        jump=jump,
-        command=command,
+    protocol, matches, target, jump, bare = read_spec(rest, chains, source, lineno)
+    table.rules.append(
+        XtRule(
+            line=lineno,
+            table=table.name,
+            chain=chain,
+            protocol=protocol,
+            matches=matches,
+            target=target,
+            text=text,
+            bare_matches=bare,
+            spec=tuple(rest),
+            jump=jump,
+            command=written,
+        )
     )
-
-
-def _starts_option(token: str) -> bool:
-    """A word that starts an option (or is the "!" before one) rather than being an argument."""
-    if token[:1] != "-":
-        return token == "!"
-    return (
-        token[1:2] == "-" or (len(token) == 2 and not token[1].isdigit()) or token in _CORE_NO_ARG
-    )
-
-
-def _core_option(tokens: list[str], i: int, negated: bool) -> OptionRow:
-    """A core option and its one argument, also in the old "-s ! ADDR" form."""
-    value = tokens[i + 1]
-    if value == "!" and i + 2 < len(tokens):
-        return (tokens[i], (tokens[i + 2],), True, None)
-    return (tokens[i], (value,), negated, None)
-
-
-def _implicit_protocol_match(
-    option: str, protocol: str | None, current: str | None, matches: list[str]
-) -> str | None:
-    if protocol is None:
-        return None
-    owned = PROTOCOL_OPTIONS.get(protocol)
-    if owned is None or option not in owned:
-        return None
-    name = PROTOCOL_MATCH_NAME.get(protocol, protocol)
-    if name in matches:
-        return None
-    if current == "multiport" and option in ("--dport", "--sport"):
-        return None  # getopt abbreviation of multiport's --dports/--sports
-    return name
-
-
-def _arg(tokens: list[str], i: int, source: str, lineno: int) -> str:
-    if i + 1 >= len(tokens) or tokens[i + 1] == "":
-        raise InputError(source, f"{tokens[i]} needs an argument", lineno)
-    return tokens[i + 1]

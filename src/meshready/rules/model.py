@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from meshready.knowledge.requests import Family
+from meshready.rules.xt_spec import OptionRow, spec_options
 
 # An owner id as written: a number or a range "1000-1999" (iptables-extensions(8) "owner",
 # nft(8) "META EXPRESSIONS"); a name ("root") is no id.
@@ -67,10 +68,6 @@ class XtOption:
         return self.values[0] if self.values else ""
 
 
-# An XtOption as the parser stores it: (name, values, negated, owner).
-OptionRow = tuple[str, tuple[str, ...], bool, str | None]
-
-
 @dataclass(frozen=True, slots=True)
 class MarkMatch:
     """``-m mark [!] --mark VALUE[/MASK]``: the packet mark the rule matches."""
@@ -108,10 +105,9 @@ class XtRule:
     @cached_property
     def option_rows(self) -> tuple[OptionRow, ...]:
         """``options`` as plain tuples (name, values, negated, owner), read on first use."""
-        # The parser imports this module; it reads the options when they are asked for.
-        from meshready.rules.iptables_parser import rule_options
-
-        return rule_options(self)
+        # The parse took the jump for a chain exactly when it found no target extension.
+        chains = (self.jump,) if self.target is None and self.jump is not None else ()
+        return spec_options(self.spec, chains, self.line)
 
     @property
     def options(self) -> tuple[XtOption, ...]:

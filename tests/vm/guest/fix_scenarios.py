@@ -506,7 +506,7 @@ def scenario_errors(loaders: list[str]) -> int:
 
 def lockdown_kernel_path(mods: Modules, loaders: list[str]) -> dict[str, str]:
     """Each loader asked directly for the unsigned module (dependencies loaded first)."""
-    from meshready.actions.loader import choose_loader
+    from meshready.actions.loader import LoaderKind, choose_loader
     from meshready.errors import ActionError
     from meshready.host.facts import gather_live
     from meshready.host.root import HostRoot
@@ -518,7 +518,7 @@ def lockdown_kernel_path(mods: Modules, loaders: list[str]) -> dict[str, str]:
     out = {}
     for loader in loaders:
         try:
-            choose_loader(loader, root).load("xt_owner", index, root)
+            choose_loader(LoaderKind(loader), root).load("xt_owner", index, root)
             out[loader] = "loaded (no refusal)"
         except ActionError as exc:
             out[loader] = exc.one_line()
@@ -529,7 +529,7 @@ def lockdown_kernel_path(mods: Modules, loaders: list[str]) -> dict[str, str]:
 
 
 def scenario_bench(rounds: int) -> int:
-    from meshready.actions.loader import choose_loader
+    from meshready.actions.loader import LoaderKind, choose_loader
     from meshready.host.facts import gather_live
     from meshready.host.root import HostRoot
 
@@ -566,7 +566,7 @@ def scenario_bench(rounds: int) -> int:
     measure("kmod modprobe -a", lambda: sh(["modprobe", "-a", *order]))
     measure("kmod modprobe per module", lambda: [sh(["modprobe", m]) for m in order])
     for name in ("modprobe", "python"):
-        loader = choose_loader(name, root)
+        loader = choose_loader(LoaderKind(name), root)
         measure(
             f"meshready {name} loader",
             lambda loader=loader: [loader.load(m, index, root) for m in order],

@@ -14,10 +14,12 @@ import subprocess
 from collections.abc import Iterator
 
 from meshready.actions.probe.result import ProbeFailure
-from meshready.actions.probe.rules import JUMP_OPTIONS, RuleKind, RuleText, join_tokens
+from meshready.actions.probe.rules import RuleText, join_tokens
 from meshready.actions.probe.tools import apply_command, find_binary, run_apply, save_command
+from meshready.knowledge.iptables import JUMP_OPTIONS
 from meshready.knowledge.requests import Backend
 from meshready.rules.iptables_parser import chain_declaration, split_line, table_header
+from meshready.rules.load import RuleSyntax
 
 ANY_XT_PREFIX = re.compile(r"^MRP[0-9a-f]{4}_")
 ANY_NFT_PREFIX = re.compile(r"^meshready-probe-[0-9a-f]{4}")
@@ -32,7 +34,7 @@ def nft_prefix(token: str) -> str:
     return f"meshready-probe-{token}"
 
 
-def _xt_cleanup(backend: Backend, kind: RuleKind, pattern: re.Pattern[str]) -> list[str]:
+def _xt_cleanup(backend: Backend, kind: RuleSyntax, pattern: re.Pattern[str]) -> list[str]:
     """Remove every chain matching ``pattern`` (and rules jumping to it) from all tables."""
     leftovers: list[str] = []
     proc = subprocess.run(save_command(backend, kind), capture_output=True, text=True, check=False)
@@ -96,7 +98,7 @@ def _nft_cleanup(pattern: re.Pattern[str]) -> list[str]:
 
 @contextlib.contextmanager
 def inplace_cleanup(
-    backend: Backend, kinds: set[RuleKind], token: str, notes: list[str]
+    backend: Backend, kinds: set[RuleSyntax], token: str, notes: list[str]
 ) -> Iterator[None]:
     """Stale leftovers removed before, and this probe's chains and tables after, whatever happens."""
     mine_xt = re.compile(rf"^{xt_prefix(token)}_")
@@ -104,10 +106,10 @@ def inplace_cleanup(
 
     def clean(xt: re.Pattern[str], nft: re.Pattern[str]) -> list[str]:
         left: list[str] = []
-        for kind in ("iptables", "ip6tables"):
+        for kind in (RuleSyntax.IPTABLES, RuleSyntax.IP6TABLES):
             if kind in kinds:
                 left += _xt_cleanup(backend, kind, xt)
-        if "nft" in kinds:
+        if RuleSyntax.NFT in kinds:
             left += _nft_cleanup(nft)
         return left
 

@@ -6,11 +6,12 @@ from __future__ import annotations
 import hashlib
 
 from meshready.actions.probe.result import ProbeFailure
-from meshready.actions.probe.rules import JUMP_OPTIONS, join_tokens
+from meshready.actions.probe.rules import join_tokens
 from meshready.knowledge.iptables import (
     BUILTIN_CHAINS,
     CHAIN_COMMAND_ARGS,
     COMMANDS,
+    JUMP_OPTIONS,
     RULE_COMMANDS,
 )
 from meshready.knowledge.nftables import CHANGE_VERBS, FAMILY_NAMES, OBJECT_KINDS

@@ -11,18 +11,18 @@ the end, and stale leftovers of an earlier probe at the start (cleanup.py).
 from __future__ import annotations
 
 import os
-import re
 import secrets
-from pathlib import Path
 
 from meshready.actions.probe.cleanup import inplace_cleanup, nft_prefix, xt_prefix
 from meshready.actions.probe.connect import check_connections, listen
 from meshready.actions.probe.hide import hide_nft, hide_xt
 from meshready.actions.probe.result import ModeReport, ProbeFailure
-from meshready.actions.probe.rules import RuleKind, RuleText, uses_owner
+from meshready.actions.probe.rules import RuleText, uses_owner
 from meshready.actions.probe.tools import apply_command, run_apply
 from meshready.actions.probe_targets import ProbeTarget
+from meshready.host.process import CAP_SETUID, effective_capabilities
 from meshready.knowledge.requests import Backend
+from meshready.rules.load import RuleSyntax
 
 
 def run_inplace(
@@ -30,13 +30,13 @@ def run_inplace(
 ) -> ModeReport:
     token = secrets.token_hex(2)
     out = ModeReport()
-    live_kind: RuleKind = "nft" if backend is Backend.NFTABLES else "iptables"
-    kinds: set[RuleKind] = {rt.kind for rt in texts} | {live_kind}
+    live_kind = RuleSyntax.NFT if backend is Backend.NFTABLES else RuleSyntax.IPTABLES
+    kinds = {rt.kind for rt in texts} | {live_kind}
     owner = uses_owner(texts)
     try:
         with inplace_cleanup(backend, kinds, token, out.notes):
             for rt in texts:
-                if rt.kind == "nft":
+                if rt.kind is RuleSyntax.NFT:
                     script, _ = hide_nft(rt.text, nft_prefix(token))
                 else:
                     script, _ = hide_xt(rt.text, xt_prefix(token))
@@ -78,12 +78,9 @@ def run_inplace(
 def _can_setuid() -> bool:
     if os.geteuid() != 0:
         return False
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        return True
-    match = re.search(r"^CapEff:\s*([0-9a-f]+)", status, re.M)
-    return bool(match and int(match.group(1), 16) & (1 << 7))  # CAP_SETUID
+    caps = effective_capabilities()
+    # unreadable (no /proc here): root usually holds CAP_SETUID, so assume it does
+    return caps is None or bool(caps & (1 << CAP_SETUID))
 
 
 def _live_rules(

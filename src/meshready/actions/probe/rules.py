@@ -4,24 +4,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from meshready.assess.plan import NeedsSpec
 from meshready.boundedio import read_text
 from meshready.errors import InputError
-from meshready.knowledge.iptables import COMMANDS
+from meshready.knowledge.iptables import COMMANDS, PROGRAMS, TABLE_OPTIONS, WAIT_OPTIONS
 from meshready.knowledge.requests import Family
 from meshready.rules.iptables_parser import split_line
-from meshready.rules.load import get_profile
+from meshready.rules.load import RuleSyntax, get_profile
 from meshready.rules.model import NftRule, NftRuleset, Ruleset, XtRule, XtRuleset
-
-RuleKind = Literal["iptables", "ip6tables", "nft"]
 
 
 @dataclass(frozen=True)
 class RuleText:
     source: str
-    kind: RuleKind
+    kind: RuleSyntax  # what applies it: iptables-restore, ip6tables-restore or nft
     text: str  # iptables-restore input or an nft script
     # the same rules parsed; None for the probe's own scripts
     ruleset: Ruleset | None = field(default=None, compare=False, repr=False)
@@ -39,25 +36,14 @@ def rule_texts(spec: NeedsSpec) -> list[RuleText]:
     out: list[RuleText] = []
     for ruleset, text in zip(spec.rulesets, texts, strict=True):
         if isinstance(ruleset, NftRuleset):
-            out.append(RuleText(ruleset.source, "nft", text, ruleset))
+            out.append(RuleText(ruleset.source, RuleSyntax.NFT, text, ruleset))
         else:
-            kind: RuleKind = "ip6tables" if ruleset.family is Family.IPV6 else "iptables"
+            ipv6 = ruleset.family is Family.IPV6
+            kind = RuleSyntax.IP6TABLES if ipv6 else RuleSyntax.IPTABLES
             out.append(RuleText(ruleset.source, kind, to_restore(text, ruleset), ruleset))
     return out
 
 
-_XT_PROGRAMS = (
-    "iptables",
-    "ip6tables",
-    "iptables-legacy",
-    "ip6tables-legacy",
-    "iptables-nft",
-    "ip6tables-nft",
-)
-
-
-# iptables(8): the options that name the chain or target a rule jumps (or goes) to
-JUMP_OPTIONS = frozenset({"-j", "--jump", "-g", "--goto"})
 _NEEDS_QUOTES = frozenset("\"'\\")
 
 
@@ -77,24 +63,27 @@ def to_restore(text: str, ruleset: XtRuleset | None = None) -> str:
     """iptables-restore input from ``text``; ``iptables ...`` command lines are converted."""
     lines = [ln.strip() for ln in text.splitlines()]
     commands = [ln for ln in lines if ln and not ln.startswith("#")]
-    if not any(ln.split(None, 1)[0] in _XT_PROGRAMS for ln in commands):
+    if not any(ln.split(None, 1)[0] in PROGRAMS for ln in commands):
         return text
     source = ruleset.source if ruleset else "rules"
     tables: dict[str, tuple[list[str], list[str]]] = {}
     for line in commands:
         tokens = split_line(line, source)
-        if not tokens or tokens[0] not in _XT_PROGRAMS:
+        if not tokens or tokens[0] not in PROGRAMS:
             raise InputError(source, f"mixes iptables commands with other lines: {line[:60]!r}")
         tokens = tokens[1:]
         table = "filter"
         cleaned: list[str] = []
+        # A restore line takes no table or wait option, so they come out wherever they stand. Not
+        # the parser's reading: it takes a table only right after the program and a wait option
+        # (with whatever word follows) as an option of the rule, which would change this text.
         it = iter(range(len(tokens)))
         for i in it:
             tok = tokens[i]
-            if tok in ("-t", "--table") and i + 1 < len(tokens):
+            if tok in TABLE_OPTIONS and i + 1 < len(tokens):
                 table = tokens[i + 1]
                 next(it, None)
-            elif tok in ("-w", "--wait", "-W", "--wait-interval"):
+            elif tok in WAIT_OPTIONS:
                 if i + 1 < len(tokens) and tokens[i + 1].isdigit():
                     next(it, None)
             else:

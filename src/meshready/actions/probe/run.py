@@ -9,16 +9,15 @@ from meshready.actions.probe.inplace import run_inplace
 from meshready.actions.probe.netns import run_netns
 from meshready.actions.probe.result import Mode, ModeReport, ProbeFailure, ProbeResult
 from meshready.actions.probe.rules import redirect_ports, rule_texts
-from meshready.actions.probe_targets import ProbeTarget, target_for
+from meshready.actions.probe_targets import ProbeTarget, target_for_rules
 from meshready.assess.plan import NeedsSpec
-from meshready.errors import InputError
 from meshready.knowledge.requests import Backend
 
 
 def probe(
     spec: NeedsSpec,
-    backend: Backend | str | None = None,
-    mode: Mode | str = Mode.NETNS,
+    backend: Backend | None = None,
+    mode: Mode = Mode.NETNS,
     *,
     timeout: float = 30.0,
     proxy_uid: int | None = None,
@@ -27,18 +26,15 @@ def probe(
     """Apply ``spec``'s rules for real with ``backend`` (default: the spec's) and check redirection.
 
     Never raises for a failing check: the result says what failed (``ok`` False, ``error``).
-    Raises InputError for unusable input (unknown mode, rules that cannot be applied this way).
+    Raises InputError for unusable input (rules that cannot be applied this way).
     """
     started = time.monotonic()
-    chosen = Backend(backend) if backend is not None else spec.backend
-    try:
-        how = Mode(mode)
-    except ValueError as exc:
-        raise InputError("--mode", f"unknown probe mode {mode!r} (netns or inplace)") from exc
+    chosen = backend if backend is not None else spec.backend
+
     texts = rule_texts(spec)
-    tgt = target or target_for(spec.profile, [t.text for t in texts], proxy_uid)
+    tgt = target or target_for_rules(spec.profile, spec.rulesets, proxy_uid)
     ports = redirect_ports(texts)
-    if not ports and how is Mode.NETNS:
+    if not ports and mode is Mode.NETNS:
         return ProbeResult(
             ok=False,
             redirected=False,
@@ -47,11 +43,11 @@ def probe(
             duration_s=time.monotonic() - started,
             detail="the rules REDIRECT no TCP port: the probe checks outbound redirection",
             error="nothing to check: no REDIRECT in the rules",
-            mode=how,
+            mode=mode,
             proxy=tgt.describe_proxy(),
         )
     try:
-        if how is Mode.NETNS:
+        if mode is Mode.NETNS:
             report = run_netns(texts, chosen, tgt, ports, timeout)
         else:
             report = run_inplace(texts, chosen, tgt, min(timeout / 3, 8.0))
@@ -60,13 +56,13 @@ def probe(
     bypassed = report.proxy_bypassed
     error = report.error
     ok = error is None and report.redirected and (bypassed is True or not tgt.has_proxy)
-    if how is Mode.INPLACE and bypassed is None and error is None:
+    if mode is Mode.INPLACE and bypassed is None and error is None:
         ok = report.redirected  # the probe could not act as the proxy here; said in the notes
     notes = report.notes
     if ok:
         detail = (
             f"rules applied with {chosen.value}; a connection from uid "
-            f"{tgt.app_uid if how is Mode.NETNS else os.geteuid()} was redirected to "
+            f"{tgt.app_uid if mode is Mode.NETNS else os.geteuid()} was redirected to "
             f":{report.redirect_port} (SO_ORIGINAL_DST {report.original_dst})"
         )
         if bypassed:
@@ -87,6 +83,6 @@ def probe(
         redirect_port=report.redirect_port,
         steps=tuple(report.steps),
         backend=chosen,
-        mode=how,
+        mode=mode,
         proxy=tgt.describe_proxy(),
     )

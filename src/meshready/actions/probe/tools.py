@@ -8,18 +8,19 @@ import subprocess
 from pathlib import Path
 
 from meshready.actions.probe.result import ProbeFailure
-from meshready.actions.probe.rules import RuleKind, RuleText
+from meshready.actions.probe.rules import RuleText
 from meshready.knowledge.requests import Backend
+from meshready.rules.load import RuleSyntax
 
 # modprobe pointing nowhere, as in a pod where modprobe cannot work: only the kernel's own
 # autoload may help, exactly as for the mesh's init container
 NO_MODPROBE = "/nonexistent/meshready-probe-no-modprobe"
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-XT_BINARIES: dict[tuple[Backend, str], tuple[str, str]] = {
-    (Backend.LEGACY, "iptables"): ("iptables-legacy-restore", "iptables-legacy-save"),
-    (Backend.LEGACY, "ip6tables"): ("ip6tables-legacy-restore", "ip6tables-legacy-save"),
-    (Backend.NFT, "iptables"): ("iptables-nft-restore", "iptables-nft-save"),
-    (Backend.NFT, "ip6tables"): ("ip6tables-nft-restore", "ip6tables-nft-save"),
+XT_BINARIES: dict[tuple[Backend, RuleSyntax], tuple[str, str]] = {
+    (Backend.LEGACY, RuleSyntax.IPTABLES): ("iptables-legacy-restore", "iptables-legacy-save"),
+    (Backend.LEGACY, RuleSyntax.IP6TABLES): ("ip6tables-legacy-restore", "ip6tables-legacy-save"),
+    (Backend.NFT, RuleSyntax.IPTABLES): ("iptables-nft-restore", "iptables-nft-save"),
+    (Backend.NFT, RuleSyntax.IP6TABLES): ("ip6tables-nft-restore", "ip6tables-nft-save"),
 }
 
 
@@ -40,7 +41,7 @@ def find_binary(name: str) -> str:
 
 
 def apply_command(rt: RuleText, backend: Backend, noflush: bool = False) -> list[str]:
-    if rt.kind == "nft":
+    if rt.kind is RuleSyntax.NFT:
         return [find_binary("nft"), "-f", "-"]
     if backend is Backend.NFTABLES:
         raise ProbeFailure(f"{rt.source}: iptables rules cannot be applied with native nftables")
@@ -49,7 +50,7 @@ def apply_command(rt: RuleText, backend: Backend, noflush: bool = False) -> list
     return [*argv, "--noflush"] if noflush else argv
 
 
-def save_command(backend: Backend, kind: RuleKind) -> list[str]:
+def save_command(backend: Backend, kind: RuleSyntax) -> list[str]:
     _, save = XT_BINARIES[(backend, kind)]
     return [find_binary(save)]
 

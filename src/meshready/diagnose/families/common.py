@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 from typing import TypeAlias
 
-from meshready.diagnose.kinds import Step
+from meshready.diagnose.errnos import is_permission
+from meshready.diagnose.kinds import Kind, LineView, Signal, Step
+from meshready.knowledge.log_causes import Errno
 from meshready.knowledge.requests import Backend, Family
 
 Q = r"[`'\"‘’]?"
@@ -54,6 +56,35 @@ def step_of(command: str) -> Step:
     if _SETUP.search(command):
         return Step.SETUP
     return Step.UNKNOWN
+
+
+def permission_denied(
+    view: LineView,
+    errno: Errno | None,
+    words: str,
+    *,
+    table: str | None = None,
+    family: Family | None = None,
+    name: str | None = None,
+    ext_kind: str | None = None,
+    backend: Backend | None = None,
+    detail: str = "",
+) -> Signal | None:
+    """The PERMISSION signal when the errno a tool printed is EPERM or EACCES (whatever it was
+    doing: every family reads such a line the same way); None for any other errno."""
+    if not is_permission(errno):
+        return None
+    return view.signal(
+        Kind.PERMISSION,
+        errno=errno,
+        errno_text=words,
+        table=table,
+        family=family,
+        name=name,
+        ext_kind=ext_kind,
+        backend=backend,
+        detail=detail,
+    )
 
 
 def family_of(text: str) -> Family:

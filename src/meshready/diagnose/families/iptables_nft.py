@@ -11,8 +11,14 @@ from __future__ import annotations
 
 import re
 
-from meshready.diagnose.errnos import is_permission, read_errno
-from meshready.diagnose.families.common import NAME, Q, family_of, looks_like_chain
+from meshready.diagnose.errnos import read_errno
+from meshready.diagnose.families.common import (
+    NAME,
+    Q,
+    family_of,
+    looks_like_chain,
+    permission_denied,
+)
 from meshready.diagnose.kinds import Kind, LineView, Signal
 from meshready.knowledge.log_causes import Errno
 from meshready.knowledge.requests import Backend
@@ -146,16 +152,11 @@ def _genid(view: LineView) -> list[Signal]:
     if not m:
         return []
     errno, words = read_errno(m.group("errno"))
-    if is_permission(errno):
-        return [
-            view.signal(
-                Kind.PERMISSION,
-                errno=errno,
-                errno_text=words,
-                backend=Backend.NFT,
-                detail="rule-set generation id",
-            )
-        ]
+    denied = permission_denied(
+        view, errno, words, backend=Backend.NFT, detail="rule-set generation id"
+    )
+    if denied:
+        return [denied]
     return [
         view.signal(
             Kind.NFT_UNAVAILABLE,
@@ -173,8 +174,9 @@ def _object_add(view: LineView) -> list[Signal]:
         return []
     errno, words = read_errno(m.group("errno"))
     name = (m.group("name") or "").lower()
-    if is_permission(errno):
-        return [view.signal(Kind.PERMISSION, errno=errno, errno_text=words, backend=Backend.NFT)]
+    denied = permission_denied(view, errno, words, backend=Backend.NFT)
+    if denied:
+        return [denied]
     if errno is Errno.EEXIST:
         return [
             view.signal(
@@ -202,10 +204,9 @@ def _rule_op(view: LineView) -> list[Signal]:
     out: list[Signal] = []
     for m in _RULE_OP.finditer(view.text):
         errno, words = read_errno(m.group("errno"))
-        if is_permission(errno):
-            out.append(
-                view.signal(Kind.PERMISSION, errno=errno, errno_text=words, backend=Backend.NFT)
-            )
+        denied = permission_denied(view, errno, words, backend=Backend.NFT)
+        if denied:
+            out.append(denied)
             continue
         lno = m.group("l")
         out.append(

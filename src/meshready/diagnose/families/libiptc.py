@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 
-from meshready.diagnose.errnos import is_permission, read_errno
+from meshready.diagnose.errnos import read_errno
 from meshready.diagnose.families.common import (
     NAME,
     Q,
     family_of,
     legacy_or_nft,
     looks_like_chain,
+    permission_denied,
 )
 from meshready.diagnose.kinds import Kind, LineView, Signal
 from meshready.knowledge.log_causes import OPTION_EXTENSIONS, Errno
@@ -165,18 +166,12 @@ def _tool_errno(view: LineView) -> list[Signal]:
     if not m:
         return []
     errno, words = read_errno(m.group("msg"))
-    if is_permission(errno):
-        return [
-            view.signal(
-                Kind.PERMISSION,
-                errno=errno,
-                errno_text=words,
-                family=family_of(m.group("bin")),
-                detail="tool errno",
-            )
-        ]
+    fam = family_of(m.group("bin"))
+    denied = permission_denied(view, errno, words, family=fam, detail="tool errno")
+    if denied:
+        return [denied]
     if errno is Errno.ENOPROTOOPT:
-        return [view.signal(Kind.CORE_MISSING, family=family_of(m.group("bin")), errno=errno)]
+        return [view.signal(Kind.CORE_MISSING, family=fam, errno=errno)]
     return []
 
 
@@ -186,17 +181,11 @@ def _table_init(view: LineView) -> list[Signal]:
     if m:
         fam = family_of(text[: m.start()] or text)
         errno, words = read_errno(text[m.end() :])
-        if is_permission(errno):
-            return [
-                view.signal(
-                    Kind.PERMISSION,
-                    table=m.group("table"),
-                    family=fam,
-                    errno=errno,
-                    errno_text=words,
-                    detail="table setup",
-                )
-            ]
+        denied = permission_denied(
+            view, errno, words, table=m.group("table"), family=fam, detail="table setup"
+        )
+        if denied:
+            return [denied]
         return [
             view.signal(
                 Kind.TABLE_MISSING,
@@ -222,17 +211,9 @@ def _table_init(view: LineView) -> list[Signal]:
 
 def _init_reason(view: LineView, reason: str, fam: Family, table: str | None) -> list[Signal]:
     errno, words = read_errno(reason)
-    if is_permission(errno):
-        return [
-            view.signal(
-                Kind.PERMISSION,
-                table=table,
-                family=fam,
-                errno=errno,
-                errno_text=words,
-                detail="table setup",
-            )
-        ]
+    denied = permission_denied(view, errno, words, table=table, family=fam, detail="table setup")
+    if denied:
+        return [denied]
     if errno is Errno.EAFNOSUPPORT:
         return [
             view.signal(Kind.IPV6_DISABLED, errno=errno, errno_text=words, family=fam, table=table)
@@ -279,23 +260,12 @@ def _ext_signal(view: LineView, kind_word: str, name: str, reason: str = "") -> 
     if kind == "target" and looks_like_chain(name):
         return view.signal(Kind.CHAIN_MISSING, name=name, errno=Errno.ENOENT)
     errno, words = read_errno(reason or view.text)
-    if is_permission(errno):
-        return view.signal(
-            Kind.PERMISSION,
-            name=name,
-            errno=errno,
-            errno_text=words,
-            ext_kind=kind,
-            detail="extension setup",
-        )
-    return view.signal(
-        Kind.EXTENSION_MISSING,
-        name=name,
-        ext_kind=kind,
-        family=family_of(view.text),
-        backend=legacy_or_nft(view.text),
-        errno=errno,
+    denied = permission_denied(
+        view, errno, words, name=name, ext_kind=kind, detail="extension setup"
     )
+    if denied:
+        return denied
+    return _missing_extension(view, name, kind, errno=errno)
 
 
 def _unknown_option(view: LineView, option: str) -> Signal:
@@ -303,11 +273,20 @@ def _unknown_option(view: LineView, option: str) -> Signal:
     if owner is None:
         return view.signal(Kind.RULE_FAILED, detail=f"unknown option {option}")
     kind, name = owner
+    return _missing_extension(view, name, kind, detail=f"unknown option {option}")
+
+
+def _missing_extension(
+    view: LineView, name: str, kind: str, *, errno: Errno | None = None, detail: str = ""
+) -> Signal:
+    """An extension the line says is missing; which family and backend, the line's tool name
+    tells."""
     return view.signal(
         Kind.EXTENSION_MISSING,
         name=name,
         ext_kind=kind,
         family=family_of(view.text),
         backend=legacy_or_nft(view.text),
-        detail=f"unknown option {option}",
+        errno=errno,
+        detail=detail,
     )

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import re
 
-from meshready.diagnose.errnos import is_permission, read_errno
+from meshready.diagnose.errnos import read_errno
+from meshready.diagnose.families.common import permission_denied
 from meshready.diagnose.kinds import Kind, LineView, Signal
 from meshready.diagnose.readers import LogLine
 from meshready.knowledge.requests import Backend
@@ -42,35 +43,25 @@ def extract(view: LineView) -> list[Signal]:
         m2 = _CACHE.search(view.text)
         if m2:
             errno, words = read_errno(m2.group("errno"))
-            if is_permission(errno):
-                out.append(
-                    view.signal(
-                        Kind.PERMISSION, errno=errno, errno_text=words, backend=Backend.NFTABLES
-                    )
+            denied = permission_denied(view, errno, words, backend=Backend.NFTABLES)
+            out.append(
+                denied
+                or view.signal(
+                    Kind.NFT_UNAVAILABLE,
+                    name="nf_tables",
+                    errno=errno,
+                    errno_text=words or m2.group("errno"),
+                    backend=Backend.NFTABLES,
                 )
-            else:
-                out.append(
-                    view.signal(
-                        Kind.NFT_UNAVAILABLE,
-                        name="nf_tables",
-                        errno=errno,
-                        errno_text=words or m2.group("errno"),
-                        backend=Backend.NFTABLES,
-                    )
-                )
+            )
     return out
 
 
 def _process(view: LineView, m: re.Match[str]) -> Signal:
     errno, words = read_errno(m.group("errno"))
-    if is_permission(errno):
-        return view.signal(
-            Kind.PERMISSION,
-            errno=errno,
-            errno_text=words,
-            backend=Backend.NFTABLES,
-            detail="nft rule",
-        )
+    denied = permission_denied(view, errno, words, backend=Backend.NFTABLES, detail="nft rule")
+    if denied:
+        return denied
     rule, span = _quoted_rule(view.lines, view.index, m)
     if not rule:
         rule = _previous_command(view)

@@ -19,7 +19,7 @@ from meshready.boundedio import (
     read_text_or_none,
 )
 from meshready.errors import InputError
-from meshready.rules.iptables_parser import split_line
+from meshready.rules.xt_spec import split_line
 
 
 def test_regular_files_are_read(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ that iptables-restore would also reject raise InputError naming the file and lin
 from __future__ import annotations
 
 import re
-import shlex
+import sys
 from collections.abc import Collection
 
 from meshready.errors import InputError
@@ -16,15 +16,12 @@ from meshready.knowledge.iptables import (
     BUILTIN_CHAINS,
     CHAIN_COMMAND_ARGS,
     COMMANDS,
-    NUMBERED_RULE_COMMANDS,
-    PROGRAMS,
     RULE_COMMANDS,
-    TABLE_OPTIONS,
     TABLES,
 )
 from meshready.knowledge.requests import Family
 from meshready.rules.model import XtRule, XtRuleset, XtTable
-from meshready.rules.xt_spec import read_spec
+from meshready.rules.xt_spec import after_program, read_spec, rule_spec, split_line
 
 _V6_HINT = re.compile(
     r"(^|\s)(-[sd]|--source|--destination)\s+!?\s*[0-9a-fA-F]*:[0-9a-fA-F:]*(/\d+)?"
@@ -50,34 +47,6 @@ def guess_family(text: str, source: str) -> Family:
     if re.search(r"(^|[._-])(ipv6|ip6)([._-]|$)", name):
         return Family.IPV6
     return Family.IPV4
-
-
-# A shell word without backslashes: unquoted runs and closed quotes, as shlex (posix) reads them.
-_WORD = re.compile(r"""(?:[^\s"']+|"[^"]*"|'[^']*')+""")
-_QUOTED = re.compile(r""""([^"]*)"|'([^']*)'""")
-
-
-def _unquote(match: re.Match[str]) -> str:
-    return match.group(1) if match.group(1) is not None else match.group(2)
-
-
-def split_line(line: str, source: str = "rules", lineno: int | None = None) -> list[str]:
-    """The words of one rule line as iptables-restore and a shell read them (quotes removed).
-
-    Raises InputError (``source``, ``lineno``) for a quote or escape left open.
-    """
-    if '"' not in line and "'" not in line and "\\" not in line:
-        return line.split()  # the common case; shlex is 50x slower
-    if "\\" not in line and not _WORD.sub("", line).strip():
-        # quotes but no backslash (kube-proxy's comments): the same words, 20x faster than shlex
-        return [
-            _QUOTED.sub(_unquote, word) if '"' in word or "'" in word else word
-            for word in _WORD.findall(line)
-        ]
-    try:
-        return shlex.split(line, comments=False, posix=True)
-    except ValueError as exc:
-        raise InputError(source, f"cannot split rule ({exc})", lineno) from exc
 
 
 def table_header(line: str) -> str | None:
@@ -137,16 +106,12 @@ def parse_iptables(text: str, source: str, family: Family | None = None) -> XtRu
                 open_table.builtin_chains_used.add(chain)
             continue
 
-        tokens = split_line(line, source, lineno)
-        if tokens and tokens[0] in PROGRAMS:
+        program, given_table, tokens = after_program(split_line(line, source, lineno))
+        if program is not None:
             # A command line: "iptables [-t TABLE] COMMAND ...".
-            if family is None and tokens[0].startswith("ip6"):
+            if family is None and program.startswith("ip6"):
                 ruleset.family = Family.IPV6
-            tokens = tokens[1:]
-            table_name = "filter"
-            if len(tokens) >= 2 and tokens[0] in TABLE_OPTIONS:
-                table_name, tokens = tokens[1], tokens[2:]
-            table = table_for(table_name, lineno)
+            table = table_for(given_table or "filter", lineno)
         elif open_table is not None:
             table = open_table
         elif tokens and tokens[0].startswith("-"):
@@ -184,11 +149,8 @@ def parse_rule_line(
     iptables does. Returns None for lines that add no rule (comments, headers, chain commands);
     raises InputError for a rule iptables would reject on its own.
     """
-    tokens = split_line(line.strip(), source, lineno)
-    if tokens and tokens[0] in PROGRAMS:
-        tokens = tokens[1:]
-        if len(tokens) >= 2 and tokens[0] in TABLE_OPTIONS:
-            table, tokens = tokens[1], tokens[2:]
+    _program, given_table, tokens = after_program(split_line(line.strip(), source, lineno))
+    table = given_table or table
     if not tokens or COMMANDS.get(tokens[0]) not in RULE_COMMANDS:
         return None
     holder = XtTable(name=table, line=lineno)
@@ -226,9 +188,7 @@ def _command(
     if len(tokens) < 2 or tokens[1].startswith("-"):
         raise InputError(source, f"{written} needs a chain name", lineno)
     chain = tokens[1]
-    rest = tokens[2:]
-    if cmd in NUMBERED_RULE_COMMANDS and rest and rest[0].isdigit():
-        rest = rest[1:]
+    rest = rule_spec(tokens)
     if chain in builtin:
         table.builtin_chains_used.add(chain)
     protocol, matches, target, jump, bare = read_spec(rest, chains, source, lineno)
@@ -242,8 +202,8 @@ def _command(
             target=target,
             text=text,
             bare_matches=bare,
-            spec=tuple(rest),
-            jump=jump,
-            command=written,
+            # interned: a kube-proxy iptables-save repeats a few commands and chain names 300k times
+            jump=sys.intern(jump) if jump is not None else None,
+            command=sys.intern(written),
         )
     )

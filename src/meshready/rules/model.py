@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from meshready.knowledge.requests import Family
-from meshready.rules.xt_spec import OptionRow, spec_options
+from meshready.rules.xt_spec import OptionRow, line_spec, spec_options
 
 # An owner id as written: a number or a range "1000-1999" (iptables-extensions(8) "owner",
 # nft(8) "META EXPRESSIONS"); a name ("root") is no id.
@@ -97,10 +97,14 @@ class XtRule:
     # matches given without any option of their own (`-p tcp -m tcp`): iptables-nft cannot
     # translate those natively and sends them through nft_compat
     bare_matches: tuple[str, ...] = ()
-    # The rule specification after the chain (and rule number), unquoted: what ``options`` reads.
-    spec: tuple[str, ...] = ()
     jump: str | None = None  # the -j/-g argument as written: verdicts and user chains included
     command: str = "-A"  # the command as written: "-A", "--append", "-I" ...
+
+    @property
+    def spec(self) -> tuple[str, ...]:
+        """The rule specification after the chain (and rule number), unquoted: what ``options``
+        reads; taken from ``text`` when asked for."""
+        return line_spec(self.text)
 
     @cached_property
     def option_rows(self) -> tuple[OptionRow, ...]:

@@ -18,8 +18,9 @@ from meshready.actions.probe.rules import RuleText, join_tokens
 from meshready.actions.probe.tools import apply_command, find_binary, run_apply, save_command
 from meshready.knowledge.iptables import JUMP_OPTIONS
 from meshready.knowledge.requests import Backend
-from meshready.rules.iptables_parser import chain_declaration, split_line, table_header
+from meshready.rules.iptables_parser import chain_declaration, table_header
 from meshready.rules.load import RuleSyntax
+from meshready.rules.xt_spec import split_line
 
 ANY_XT_PREFIX = re.compile(r"^MRP[0-9a-f]{4}_")
 ANY_NFT_PREFIX = re.compile(r"^meshready-probe-[0-9a-f]{4}")

@@ -15,7 +15,8 @@ from meshready.knowledge.iptables import (
     RULE_COMMANDS,
 )
 from meshready.knowledge.nftables import CHANGE_VERBS, FAMILY_NAMES, OBJECT_KINDS
-from meshready.rules.iptables_parser import chain_declaration, split_line, table_header
+from meshready.rules.iptables_parser import chain_declaration, table_header
+from meshready.rules.xt_spec import split_line
 
 # the commands after which a chain exists: -N creates it, -A/-I need it
 _ADDS_A_CHAIN = frozenset({"-A", "-I", "-N"})

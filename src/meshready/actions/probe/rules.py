@@ -10,9 +10,9 @@ from meshready.boundedio import read_text
 from meshready.errors import InputError
 from meshready.knowledge.iptables import COMMANDS, PROGRAMS, TABLE_OPTIONS, WAIT_OPTIONS
 from meshready.knowledge.requests import Family
-from meshready.rules.iptables_parser import split_line
 from meshready.rules.load import RuleSyntax, get_profile
 from meshready.rules.model import NftRule, NftRuleset, Ruleset, XtRule, XtRuleset
+from meshready.rules.xt_spec import split_line
 
 
 @dataclass(frozen=True)
